@@ -1,0 +1,369 @@
+//! Requests in flight: found by (requester, id), ordered by deadline, and
+//! grouped by the resource they were sent to.
+//!
+//! One slab holds every request; two intrusive lists thread through it, one in
+//! deadline order and one per resource, so that expiring costs in proportion
+//! to what expires and losing a resource costs in proportion to what it held.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use super::jat::RequesterId;
+use super::resources::ResourceId;
+use super::Time;
+
+const NIL: u32 = u32::MAX;
+const BY_DEADLINE: usize = 0;
+const BY_RESOURCE: usize = 1;
+
+/// IQ request types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Set,
+}
+
+/// A request's handle in the slab.
+pub(crate) type FlightId = u32;
+
+#[derive(Clone, Copy, Debug)]
+struct Links {
+    prev: u32,
+    next: u32,
+}
+
+const UNLINKED: Links = Links {
+    prev: NIL,
+    next: NIL,
+};
+
+#[derive(Clone, Copy, Debug)]
+struct List {
+    head: u32,
+    tail: u32,
+}
+
+const EMPTY: List = List {
+    head: NIL,
+    tail: NIL,
+};
+
+#[derive(Debug)]
+pub(crate) struct Flight<P> {
+    pub requester: RequesterId,
+    pub id: Rc<str>,
+    pub resource: ResourceId,
+    pub method: Method,
+    /// How many times it was sent, to one resource each time.
+    pub sends: u8,
+    pub sent_at: Time,
+    pub deadline: Time,
+    pub payload: P,
+    links: [Links; 2],
+}
+
+#[derive(Debug)]
+enum Slot<P> {
+    Full(Flight<P>),
+    Free { next: u32 },
+}
+
+#[derive(PartialEq, Eq, Hash)]
+struct Key {
+    requester: RequesterId,
+    id: Rc<str>,
+}
+
+/// A borrowed key, so that lookups need not allocate.
+#[derive(PartialEq, Eq, Hash)]
+struct KeyRef<'a> {
+    requester: RequesterId,
+    id: &'a str,
+}
+
+impl<'a> std::borrow::Borrow<dyn AsKeyRef + 'a> for Key {
+    fn borrow(&self) -> &(dyn AsKeyRef + 'a) {
+        self
+    }
+}
+
+/// Lets `HashMap<Key, _>` be queried with a `KeyRef` (the usual trick for
+/// tuple keys with borrowed parts).
+trait AsKeyRef {
+    fn key_ref(&self) -> KeyRef<'_>;
+}
+
+impl AsKeyRef for Key {
+    fn key_ref(&self) -> KeyRef<'_> {
+        KeyRef {
+            requester: self.requester,
+            id: &self.id,
+        }
+    }
+}
+
+impl AsKeyRef for KeyRef<'_> {
+    fn key_ref(&self) -> KeyRef<'_> {
+        KeyRef {
+            requester: self.requester,
+            id: self.id,
+        }
+    }
+}
+
+impl PartialEq for dyn AsKeyRef + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_ref() == other.key_ref()
+    }
+}
+
+impl Eq for dyn AsKeyRef + '_ {}
+
+impl std::hash::Hash for dyn AsKeyRef + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key_ref().hash(state)
+    }
+}
+
+pub(crate) struct Flights<P> {
+    slots: Vec<Slot<P>>,
+    free: u32,
+    index: HashMap<Key, FlightId>,
+    by_deadline: List,
+    by_resource: Vec<List>,
+}
+
+impl<P> Default for Flights<P> {
+    fn default() -> Self {
+        Flights {
+            slots: Vec::new(),
+            free: NIL,
+            index: HashMap::new(),
+            by_deadline: EMPTY,
+            by_resource: Vec::new(),
+        }
+    }
+}
+
+impl<P> Flights<P> {
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn find(&self, requester: RequesterId, id: &str) -> Option<FlightId> {
+        let key = KeyRef { requester, id };
+        self.index.get(&key as &dyn AsKeyRef).copied()
+    }
+
+    pub fn get(&self, f: FlightId) -> &Flight<P> {
+        match &self.slots[f as usize] {
+            Slot::Full(flight) => flight,
+            Slot::Free { .. } => unreachable!("flight {f} is not in flight"),
+        }
+    }
+
+    fn get_mut(&mut self, f: FlightId) -> &mut Flight<P> {
+        match &mut self.slots[f as usize] {
+            Slot::Full(flight) => flight,
+            Slot::Free { .. } => unreachable!("flight {f} is not in flight"),
+        }
+    }
+
+    /// Adds a request; the caller has checked that (requester, id) is new.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert(
+        &mut self,
+        requester: RequesterId,
+        id: &str,
+        resource: ResourceId,
+        method: Method,
+        now: Time,
+        deadline: Time,
+        payload: P,
+    ) -> FlightId {
+        let id: Rc<str> = id.into();
+        let flight = Flight {
+            requester,
+            id: id.clone(),
+            resource,
+            method,
+            sends: 1,
+            sent_at: now,
+            deadline,
+            payload,
+            links: [UNLINKED; 2],
+        };
+        let f = if self.free == NIL {
+            self.slots.push(Slot::Full(flight));
+            (self.slots.len() - 1) as FlightId
+        } else {
+            let f = self.free;
+            self.free = match self.slots[f as usize] {
+                Slot::Free { next } => next,
+                Slot::Full(_) => unreachable!("free list holds a full slot"),
+            };
+            self.slots[f as usize] = Slot::Full(flight);
+            f
+        };
+        self.index.insert(Key { requester, id }, f);
+        self.link_by_deadline(f, deadline);
+        self.link_by_resource(f, resource);
+        f
+    }
+
+    /// Removes a request and gives it back.
+    pub fn remove(&mut self, f: FlightId) -> Flight<P> {
+        self.unlink(f, BY_DEADLINE);
+        self.unlink(f, BY_RESOURCE);
+        let slot = std::mem::replace(&mut self.slots[f as usize], Slot::Free { next: self.free });
+        self.free = f;
+        let Slot::Full(flight) = slot else {
+            unreachable!("flight {f} is not in flight")
+        };
+        let key = KeyRef {
+            requester: flight.requester,
+            id: &flight.id,
+        };
+        self.index.remove(&key as &dyn AsKeyRef);
+        flight
+    }
+
+    /// Records that the request was sent again, to `resource`.
+    pub fn resend(&mut self, f: FlightId, resource: ResourceId) {
+        self.unlink(f, BY_RESOURCE);
+        let flight = self.get_mut(f);
+        flight.resource = resource;
+        flight.sends = flight.sends.saturating_add(1);
+        self.link_by_resource(f, resource);
+    }
+
+    /// The request with the earliest deadline, if that deadline is `now` or
+    /// earlier.
+    pub fn first_expired(&self, now: Time) -> Option<FlightId> {
+        let f = self.by_deadline.head;
+        (f != NIL && self.get(f).deadline <= now).then_some(f)
+    }
+
+    pub fn next_deadline(&self) -> Option<Time> {
+        let f = self.by_deadline.head;
+        (f != NIL).then(|| self.get(f).deadline)
+    }
+
+    /// Any request sent to `resource`.
+    pub fn first_of(&self, resource: ResourceId) -> Option<FlightId> {
+        let head = self.by_resource.get(resource as usize)?.head;
+        (head != NIL).then_some(head)
+    }
+
+    /// Every request, in deadline order.
+    pub fn ids(&self) -> Vec<FlightId> {
+        let mut out = Vec::with_capacity(self.len());
+        let mut f = self.by_deadline.head;
+        while f != NIL {
+            out.push(f);
+            f = self.get(f).links[BY_DEADLINE].next;
+        }
+        out
+    }
+
+    fn list(&mut self, which: usize, owner: u32) -> &mut List {
+        match which {
+            BY_DEADLINE => &mut self.by_deadline,
+            _ => &mut self.by_resource[owner as usize],
+        }
+    }
+
+    fn link_by_resource(&mut self, f: FlightId, resource: ResourceId) {
+        if self.by_resource.len() <= resource as usize {
+            self.by_resource.resize(resource as usize + 1, EMPTY);
+        }
+        let tail = self.by_resource[resource as usize].tail;
+        self.link_after(f, BY_RESOURCE, resource, tail);
+    }
+
+    /// Deadlines almost always come in order (one timeout for all), so the
+    /// walk back from the tail is one step.
+    fn link_by_deadline(&mut self, f: FlightId, deadline: Time) {
+        let mut after = self.by_deadline.tail;
+        while after != NIL && self.get(after).deadline > deadline {
+            after = self.get(after).links[BY_DEADLINE].prev;
+        }
+        self.link_after(f, BY_DEADLINE, 0, after);
+    }
+
+    /// Links `f` into a list after `after` (NIL: at the head).
+    fn link_after(&mut self, f: FlightId, which: usize, owner: u32, after: u32) {
+        let next = if after == NIL {
+            self.list(which, owner).head
+        } else {
+            self.get(after).links[which].next
+        };
+        self.get_mut(f).links[which] = Links { prev: after, next };
+        if after == NIL {
+            self.list(which, owner).head = f;
+        } else {
+            self.get_mut(after).links[which].next = f;
+        }
+        if next == NIL {
+            self.list(which, owner).tail = f;
+        } else {
+            self.get_mut(next).links[which].prev = f;
+        }
+    }
+
+    fn unlink(&mut self, f: FlightId, which: usize) {
+        let owner = self.get(f).resource;
+        let Links { prev, next } = self.get(f).links[which];
+        if prev == NIL {
+            self.list(which, owner).head = next;
+        } else {
+            self.get_mut(prev).links[which].next = next;
+        }
+        if next == NIL {
+            self.list(which, owner).tail = prev;
+        } else {
+            self.get_mut(next).links[which].prev = prev;
+        }
+        self.get_mut(f).links[which] = UNLINKED;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: u64) -> Time {
+        Time::from_micros(s * 1_000_000)
+    }
+
+    #[test]
+    fn lookup_expiry_order_and_resource_lists() {
+        let mut fl: Flights<()> = Flights::default();
+        let a = fl.insert(1, "x", 0, Method::Get, t(0), t(30), ());
+        let b = fl.insert(2, "x", 1, Method::Set, t(1), t(31), ());
+        // Out of order deadline (a shorter timeout after a reload).
+        let c = fl.insert(1, "y", 0, Method::Get, t(2), t(10), ());
+        assert_eq!(fl.find(1, "x"), Some(a));
+        assert_eq!(fl.find(2, "x"), Some(b));
+        assert_eq!(fl.find(2, "y"), None);
+        assert_eq!(fl.ids(), vec![c, a, b]);
+        assert_eq!(fl.first_expired(t(9)), None);
+        assert_eq!(fl.first_expired(t(10)), Some(c));
+        assert_eq!(fl.next_deadline(), Some(t(10)));
+        assert_eq!(fl.remove(c).id.as_ref(), "y");
+        assert_eq!(fl.first_of(0), Some(a));
+        fl.resend(a, 1);
+        assert_eq!(fl.first_of(0), None);
+        assert_eq!(fl.get(a).sends, 2);
+        fl.remove(b);
+        assert_eq!(fl.first_of(1), Some(a));
+        // Slots are reused.
+        let d = fl.insert(3, "z", 2, Method::Get, t(3), t(33), ());
+        assert!(d == b || d == c);
+        fl.remove(a);
+        fl.remove(d);
+        assert_eq!(fl.len(), 0);
+        assert_eq!(fl.next_deadline(), None);
+        assert_eq!(fl.first_of(1), None);
+    }
+}

@@ -1,0 +1,215 @@
+//! The one place where Lua values become core types and back.
+//!
+//! Lua sees a table of functions (`new`, `version`) and a userdata handle per
+//! module instance, so several component hosts, and a reloaded module, each
+//! keep their own state. Every error is a [`crate::Error`] until it crosses
+//! into Lua here, as a Lua error with its message.
+
+use std::rc::Rc;
+
+use mlua::{
+    IntoLuaMulti, Lua, LuaString, MultiValue, RegistryKey, Result, Table, UserData,
+    UserDataMethods, Value,
+};
+
+use crate::core::{Action, Config, Kind, Proxy, Stanza, Time, Verdict, GET_ATTEMPTS_RANGE};
+use crate::core::{DropReason, MAX_IN_FLIGHT_RANGE};
+use crate::Error;
+
+impl From<Error> for mlua::Error {
+    fn from(e: Error) -> Self {
+        mlua::Error::RuntimeError(e.to_string())
+    }
+}
+
+/// A reference to the Lua stanza of a `get`, kept to send it again (C3).
+type Payload = Option<Rc<RegistryKey>>;
+
+/// The userdata a module instance holds.
+struct Handle(Proxy<Payload>);
+
+/// The module's table.
+pub fn exports(lua: &Lua) -> Result<Table> {
+    let t = lua.create_table()?;
+    t.set("version", env!("CARGO_PKG_VERSION"))?;
+    t.set(
+        "new",
+        lua.create_function(|_, options: Table| new(&options))?,
+    )?;
+    Ok(t)
+}
+
+fn new(options: &Table) -> Result<Handle> {
+    let config = config(options)?;
+    let seed = match options.get::<Option<f64>>("seed")? {
+        Some(seed) => seed as u64,
+        None => rand::random(),
+    };
+    Ok(Handle(Proxy::new(config, seed)?))
+}
+
+/// Reads the options table that the shim builds from Prosody's config.
+fn config(options: &Table) -> Result<Config> {
+    let text = |key: &str| -> Result<String> {
+        Ok(options.get::<Option<String>>(key)?.unwrap_or_default())
+    };
+    let mut config = Config::new(text("host")?, text("target")?);
+    if let Some(timeout) = options.get::<Option<f64>>("timeout")? {
+        config.timeout = timeout;
+    }
+    let whole = |key: &str, option: &'static str, range| -> Result<Option<u32>> {
+        match options.get::<Option<f64>>(key)? {
+            Some(v) => Ok(Some(Config::whole(option, v, range)?)),
+            None => Ok(None),
+        }
+    };
+    if let Some(v) = whole(
+        "get_attempts",
+        "client_proxy_get_attempts",
+        GET_ATTEMPTS_RANGE,
+    )? {
+        config.get_attempts = v;
+    }
+    if let Some(v) = whole(
+        "max_in_flight",
+        "client_proxy_max_in_flight",
+        MAX_IN_FLIGHT_RANGE,
+    )? {
+        config.max_in_flight = v;
+    }
+    if let Some(v) = whole(
+        "max_in_flight_per_requester",
+        "client_proxy_max_in_flight_per_requester",
+        MAX_IN_FLIGHT_RANGE,
+    )? {
+        config.max_in_flight_per_requester = v;
+    }
+    Ok(config)
+}
+
+/// Borrows an optional Lua string as `&str` for the length of `f`.
+fn text(s: &Option<LuaString>) -> Result<Option<mlua::BorrowedStr>> {
+    s.as_ref().map(|s| s.to_str()).transpose()
+}
+
+type StanzaArgs = (
+    LuaString,
+    Option<LuaString>,
+    Option<LuaString>,
+    Option<LuaString>,
+    Option<LuaString>,
+    Option<LuaString>,
+    Option<f64>,
+    f64,
+    Value,
+);
+
+impl UserData for Handle {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        // name, type, from, to, id, show, priority, now, stanza
+        //   -> "forward", from, to, rtt | "error", type, condition
+        //    | "drop", reason | "pass", reason | "done"
+        methods.add_method_mut("stanza", |lua, this, args: StanzaArgs| {
+            let (name, ty, from, to, id, show, priority, now, stanza) = args;
+            let name = name.to_str()?;
+            let (ty, from, to, id, show) = (
+                text(&ty)?,
+                text(&from)?,
+                text(&to)?,
+                text(&id)?,
+                text(&show)?,
+            );
+            let s = Stanza {
+                kind: Kind::from_name(&name),
+                ty: ty.as_deref(),
+                from: from.as_deref().unwrap_or_default(),
+                to: to.as_deref().unwrap_or_default(),
+                id: id.as_deref(),
+                show: show.as_deref(),
+                priority: priority.unwrap_or(0.0).clamp(-128.0, 127.0) as i32,
+            };
+            let keep = || lua.create_registry_value(stanza).ok().map(Rc::new);
+            match this.0.handle(s, Time::from_secs_f64(now), keep) {
+                Verdict::Forward { from, to, rtt } => {
+                    ("forward", from, to, rtt.map(|d| d.as_secs_f64())).into_lua_multi(lua)
+                }
+                Verdict::Reply(e) => ("error", e.0.as_str(), e.1.as_str()).into_lua_multi(lua),
+                Verdict::Drop(r) => ("drop", r.as_str()).into_lua_multi(lua),
+                Verdict::Pass(r) => ("pass", r.as_str()).into_lua_multi(lua),
+                Verdict::Done => "done".into_lua_multi(lua),
+            }
+        });
+        // -> "presence", to, type | "error", to, id, type, condition
+        //  | "resend", stanza, from, to | "log", level, message | nil
+        methods.add_method_mut("poll", |lua, this, ()| poll(lua, &mut this.0));
+        methods.add_method_mut("start", |_, this, ()| {
+            this.0.start();
+            Ok(())
+        });
+        methods.add_method_mut("expire", |_, this, now: f64| {
+            this.0.expire(Time::from_secs_f64(now));
+            Ok(())
+        });
+        methods.add_method("next_deadline", |_, this, ()| {
+            Ok(this.0.next_deadline().map(Time::as_secs_f64))
+        });
+        methods.add_method_mut("close", |_, this, ()| {
+            this.0.close();
+            Ok(())
+        });
+        methods.add_method_mut("reconfigure", |_, this, options: Table| {
+            Ok(this.0.reconfigure(config(&options)?)?)
+        });
+        methods.add_method("stats", |lua, this, ()| stats(lua, &this.0));
+        methods.add_method("resources", |lua, this, ()| {
+            let list = lua.create_table()?;
+            for r in this.0.resources() {
+                let t = lua.create_table()?;
+                t.set("name", &*r.name)?;
+                t.set("show", r.show.as_deref())?;
+                t.set("priority", r.priority)?;
+                list.push(t)?;
+            }
+            Ok(list)
+        });
+    }
+}
+
+fn poll(lua: &Lua, proxy: &mut Proxy<Payload>) -> Result<MultiValue> {
+    match proxy.poll_action() {
+        None => Ok(MultiValue::new()),
+        Some(Action::Presence { ty, to }) => ("presence", to, ty.as_attr()).into_lua_multi(lua),
+        Some(Action::Error { to, id, error }) => {
+            ("error", to, id, error.0.as_str(), error.1.as_str()).into_lua_multi(lua)
+        }
+        Some(Action::Resend { payload, from, to }) => {
+            let stanza = match payload {
+                Some(key) => lua.registry_value::<Value>(&key)?,
+                None => Value::Nil,
+            };
+            ("resend", stanza, from, to).into_lua_multi(lua)
+        }
+        Some(Action::Log { level, message }) => {
+            ("log", level.as_str(), message).into_lua_multi(lua)
+        }
+    }
+}
+
+fn stats(lua: &Lua, proxy: &Proxy<Payload>) -> Result<Table> {
+    let s = proxy.stats();
+    let t = lua.create_table()?;
+    t.set("in_flight", proxy.in_flight())?;
+    t.set("online", proxy.online())?;
+    t.set("requests", s.requests)?;
+    t.set("refused", s.refused)?;
+    t.set("replies", s.replies)?;
+    t.set("failed", s.failed)?;
+    t.set("timeouts", s.timeouts)?;
+    t.set("resent", s.resent)?;
+    let dropped = lua.create_table()?;
+    for reason in DropReason::ALL {
+        dropped.set(reason.as_str(), s.dropped[reason as usize])?;
+    }
+    t.set("dropped", dropped)?;
+    Ok(t)
+}

@@ -1,0 +1,23 @@
+//! `client_proxy`: a Prosody component that sends every IQ request it gets to
+//! one online resource of an XMPP account, and the reply back.
+//!
+//! The crate has two halves. [`core`] is the routing state machine, free of
+//! Lua, sockets and clocks. `glue` (built with the `module` feature, or for
+//! tests) turns it into a Lua module that the Prosody plugin
+//! `lua/mod_client_proxy.lua` loads.
+
+pub mod core;
+mod error;
+mod glue;
+
+pub use error::Error;
+
+/// The Lua module's entry point: `require "client_proxy"` returns its table.
+#[cfg(feature = "module")]
+#[mlua::lua_module]
+fn client_proxy(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
+    glue::exports(lua)
+}
+
+#[cfg(not(feature = "module"))]
+pub use glue::exports;
