@@ -1,0 +1,73 @@
+# client_proxy: build, install, test and demo.
+#
+#   make demo                      set up, build, and show it working
+#   make test                      set up, build, and run every test
+#   make install PLUGIN_DIR=DIR    put mod_client_proxy/ into Prosody's plugin path
+#   make plugin LUA=5.1            build for another Lua: 5.4 (default), 5.3, 5.2, 5.1, jit
+
+LUA ?= 5.4
+PLUGIN_DIR ?= /usr/local/lib/prosody/modules
+
+lua_feature_5.4 := lua54
+lua_feature_5.3 := lua53
+lua_feature_5.2 := lua52
+lua_feature_5.1 := lua51
+lua_feature_jit := luajit
+feature = $(or $(lua_feature_$(1)),$(error LUA must be one of 5.4 5.3 5.2 5.1 jit, not '$(1)'))
+
+# The shipped library links no Lua (the `module` feature): Prosody provides it.
+build_dir = target/lua-$(1)
+plugin = build/lua-$(LUA)/mod_client_proxy
+
+CARGO ?= cargo
+BUSTED ?= lua5.4 /usr/bin/busted
+
+.PHONY: all setup plugin install test test-lua-variants test-busted test-cargo lint demo clean
+
+all: plugin
+
+setup:
+	@sh scripts/setup
+
+plugin:
+	$(CARGO) build --release --lib --no-default-features --features "module $(call feature,$(LUA))" \
+		--target-dir $(call build_dir,$(LUA))
+	mkdir -p $(plugin)
+	cp lua/mod_client_proxy.lua $(plugin)/
+	cp $(call build_dir,$(LUA))/release/libclient_proxy.so $(plugin)/client_proxy.so
+
+install: plugin
+	mkdir -p $(PLUGIN_DIR)/mod_client_proxy
+	cp $(plugin)/mod_client_proxy.lua $(plugin)/client_proxy.so $(PLUGIN_DIR)/mod_client_proxy/
+	@echo "Installed into $(PLUGIN_DIR)/mod_client_proxy; add \"$(PLUGIN_DIR)\" to plugin_paths"
+
+# Every Lua that Prosody supports compiles; the 5.4, 5.1 and LuaJIT builds
+# load into their own interpreters and route a request.
+test-lua-variants:
+	@for v in 5.3:lua53:- 5.2:lua52:- 5.4:lua54:lua5.4 5.1:lua51:lua5.1 jit:luajit:luajit; do \
+		lua=$${v%%:*}; rest=$${v#*:}; feature=$${rest%%:*}; interp=$${rest#*:}; \
+		echo "== Lua $$lua"; \
+		$(CARGO) build -q --lib --no-default-features --features "module $$feature" \
+			--target-dir target/check-lua-$$lua || exit 1; \
+		if [ "$$interp" != "-" ]; then \
+			$$interp spec/smoke.lua target/check-lua-$$lua/debug/libclient_proxy.so || exit 1; \
+		fi; \
+	done
+
+test-busted: plugin
+	CLIENT_PROXY_PLUGIN=$(CURDIR)/$(plugin) $(BUSTED) --lpath='./spec/?.lua' spec
+
+test-cargo: plugin
+	CLIENT_PROXY_PLUGIN_DIR=$(CURDIR)/build/lua-$(LUA) $(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: setup plugin test-lua-variants test-busted test-cargo
+
+demo: setup plugin
+	CLIENT_PROXY_PLUGIN_DIR=$(CURDIR)/build/lua-$(LUA) $(CARGO) run --release -q -p client_proxy_testbed --bin demo
+
+clean:
+	rm -rf build target

@@ -1,0 +1,248 @@
+-- mod_client_proxy: IQ requests sent to this component are served by the
+-- online resources of one account (target_address), and the replies come
+-- back through the component to whoever asked.
+--
+-- The state (resources online, requests in flight, address translation)
+-- lives in a Rust library next to this file. This shim hands it the
+-- attributes of each stanza and applies the verdict to the stanza it holds.
+
+local st = require "util.stanza";
+local jid_split = require "util.jid".split;
+local monotonic = require "util.time".monotonic;
+local configmanager = require "core.configmanager";
+local rostermanager = require "core.rostermanager";
+local usermanager = require "core.usermanager";
+
+if module:get_host_type() ~= "component" then
+	error(("client_proxy must be loaded on a Component (Component \"proxy.example.org\" \"client_proxy\"), "
+		.."and %q is not one"):format(module.host), 0);
+end
+
+local target_address = module:get_option_string("target_address");
+local manage_roster = module:get_option_boolean("client_proxy_manage_roster", true);
+local options = {
+	host = module.host;
+	target = target_address;
+	timeout = module:get_option_number("client_proxy_timeout", 30);
+	get_attempts = module:get_option_number("client_proxy_get_attempts", 2);
+	max_in_flight = module:get_option_number("client_proxy_max_in_flight", 100000);
+	max_in_flight_per_requester = module:get_option_number("client_proxy_max_in_flight_per_requester", 1000);
+};
+
+-- Stanzas to the component reach this module before Prosody's own IQ
+-- handling (mod_iq, at 0), so no inherited handler answers in the
+-- implementing client's place.
+local hook_priority = 10;
+
+local function load_library()
+	if package.loaded.client_proxy then
+		return package.loaded.client_proxy;
+	end
+	local dir = (module.path or ""):match("^(.*)[/\\]") or ".";
+	local path = dir.."/client_proxy.so";
+	local open, err = package.loadlib(path, "luaopen_client_proxy");
+	if not open then
+		error("cannot load the client_proxy library "..path..": "..tostring(err), 0);
+	end
+	package.loaded.client_proxy = open();
+	return package.loaded.client_proxy;
+end
+
+local lib = load_library();
+local ok, proxy = pcall(lib.new, options);
+if not ok then
+	error(tostring(proxy), 0);
+end
+local target_user, target_host = jid_split(target_address);
+
+local measure_dropped = module:metric("counter", "dropped", "stanzas",
+	"Stanzas dropped or left to Prosody, by reason", { "reason" });
+local measure_rtt = module:metric("histogram", "rtt", "seconds",
+	"Round-trip time of proxied requests", {},
+	{ buckets = { 0.001, 0.01, 0.1, 1, 10, 100 } }):with_labels();
+
+local function error_iq(to, id, error_type, condition)
+	return st.iq({ type = "error", from = module.host, to = to, id = id })
+		:tag("error", { type = error_type })
+			:tag(condition, { xmlns = "urn:ietf:params:xml:ns:xmpp-stanzas" }):up()
+		:up();
+end
+
+-- Sends what the core queued: presence, errors for settled requests,
+-- requests sent again, log lines.
+local function drain()
+	while true do
+		local kind, a, b, c, d = proxy:poll();
+		if kind == nil then
+			return;
+		elseif kind == "presence" then
+			module:send(st.presence({ from = module.host, to = a, type = b }));
+		elseif kind == "error" then
+			module:send(error_iq(a, b, c, d));
+		elseif kind == "resend" then
+			local stanza = st.clone(a);
+			stanza.attr.from, stanza.attr.to = b, c;
+			module:send(stanza);
+		elseif kind == "log" then
+			module:log(a, "%s", b);
+		end
+	end
+end
+
+local timer;
+
+local function on_timer()
+	local now = monotonic();
+	proxy:expire(now);
+	drain();
+	local deadline = proxy:next_deadline();
+	if not deadline then
+		timer = nil;
+		return nil;
+	end
+	return math.max(deadline - now, 0.001);
+end
+
+local function arm_timer()
+	if not timer then
+		timer = module:add_timer(options.timeout, on_timer);
+	end
+end
+
+local function describe(stanza)
+	local attr = stanza.attr;
+	return ("%s type=%s id=%s from=%s to=%s"):format(stanza.name, tostring(attr.type),
+		tostring(attr.id), tostring(attr.from), tostring(attr.to));
+end
+
+local function handle_stanza(event)
+	local stanza = event.stanza;
+	local attr, name = stanza.attr, stanza.name;
+	local show, priority;
+	if name == "presence" then
+		show = stanza:get_child_text("show");
+		priority = tonumber(stanza:get_child_text("priority"));
+	end
+	local ok, verdict, a, b, c = pcall(proxy.stanza, proxy, name, attr.type,
+		attr.from, attr.to, attr.id, show, priority, monotonic(), stanza);
+	if not ok then
+		module:log("error", "Failed to route %s: %s", describe(stanza), tostring(verdict));
+		if name == "iq" and (attr.type == "get" or attr.type == "set") then
+			module:send(st.error_reply(stanza, "cancel", "internal-server-error"));
+		end
+		return true;
+	end
+	if verdict == "forward" then
+		attr.from, attr.to = a, b;
+		module:send(stanza);
+		if c then
+			measure_rtt:sample(c);
+		else
+			arm_timer();
+		end
+	elseif verdict == "error" then
+		module:send(st.error_reply(stanza, a, b));
+	elseif verdict == "done" then
+		drain();
+	else -- "drop", or "pass": not ours, Prosody may have it
+		module:log("debug", "Dropped (%s) %s", a, describe(stanza));
+		measure_dropped:with_labels(a):add(1);
+		if verdict == "pass" then
+			return nil;
+		end
+	end
+	return true;
+end
+
+for _, kind in ipairs({ "iq", "message", "presence" }) do
+	for _, to in ipairs({ "host", "bare", "full" }) do
+		module:hook(kind.."/"..to, handle_stanza, hook_priority);
+	end
+end
+
+-- Puts the component in the target's roster with a subscription "from", so
+-- it gets the target's presence without anyone approving it by hand.
+local function ensure_roster()
+	if not usermanager.user_exists(target_user, target_host) then
+		module:log("warn", "%s has no account yet; the subscription of %s will be approved when it logs in",
+			target_address, module.host);
+		return;
+	end
+	local roster = rostermanager.load_roster(target_user, target_host);
+	local item = roster[module.host];
+	if item and (item.subscription == "from" or item.subscription == "both") then
+		return;
+	end
+	if not item then
+		item = { subscription = "none", groups = {} };
+		roster[module.host] = item;
+	end
+	item.subscription = item.subscription == "to" and "both" or "from";
+	roster[false].pending[module.host] = nil;
+	if rostermanager.save_roster(target_user, target_host, roster, module.host) then
+		rostermanager.roster_push(target_user, target_host, module.host);
+		module:log("info", "Added %s to the roster of %s with subscription %q",
+			module.host, target_address, item.subscription);
+	else
+		module:log("error", "Could not save the roster of %s", target_address);
+	end
+end
+
+local function is_local_account_host(host)
+	local h = prosody.hosts[host];
+	return h and h.type == "local";
+end
+
+-- Subscribe, then probe, so the resources online now are learned at once.
+local function start()
+	if manage_roster and is_local_account_host(target_host) then
+		ensure_roster();
+		module:context(target_host):hook("resource-bind", function (event)
+			if event.session.username == target_user then
+				ensure_roster();
+			end
+		end);
+	end
+	proxy:start();
+	drain();
+end
+
+function module.save()
+	return { proxy = proxy };
+end
+
+function module.restore(data)
+	if not data.proxy then return; end
+	local ok, err = pcall(data.proxy.reconfigure, data.proxy, options);
+	if not ok then
+		module:log("error", "Keeping the previous options: %s", tostring(err));
+	end
+	proxy = data.proxy;
+	if proxy:next_deadline() then
+		arm_timer();
+	end
+end
+
+function module.unload()
+	if module.reloading then return; end
+	proxy:close();
+	drain();
+end
+
+if module.reloading then
+	-- module.restore takes over the running instance.
+elseif prosody.hosts[target_host] or not configmanager.getconfig()[target_host] then
+	-- Active here already, or on another server.
+	start();
+else
+	-- A host of this server that is not active yet: hosts activate in no
+	-- fixed order. Start once its own modules are loaded.
+	module:log("debug", "Waiting for %s to activate", target_host);
+	module:hook_global("host-activated", function (host)
+		if host == target_host then
+			start();
+		end
+	end, -10);
+end
+
+module:log("debug", "Proxying to %s", target_address);
