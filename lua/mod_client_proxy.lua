@@ -89,7 +89,10 @@ local function drain()
 	end
 end
 
-local timer;
+-- One timer, due at the earliest deadline in flight (or earlier). After a
+-- reload, or with a new client_proxy_timeout, that deadline is not always
+-- one timeout away.
+local timer, timer_due;
 
 local function on_timer()
 	local now = monotonic();
@@ -97,16 +100,31 @@ local function on_timer()
 	drain();
 	local deadline = proxy:next_deadline();
 	if not deadline then
-		timer = nil;
+		timer, timer_due = nil, nil;
 		return nil;
 	end
-	return math.max(deadline - now, 0.001);
+	local delay = math.max(deadline - now, 0.001);
+	timer_due = now + delay;
+	return delay;
 end
 
-local function arm_timer()
-	if not timer then
-		timer = module:add_timer(options.timeout, on_timer);
+-- Called with the time a request was accepted: its deadline is one timeout
+-- later, so a timer due before that needs no change.
+local function arm_timer(now)
+	if timer and timer_due <= now + options.timeout then
+		return;
 	end
+	local deadline = proxy:next_deadline();
+	if not deadline or (timer and timer_due <= deadline) then
+		return;
+	end
+	if timer then
+		timer:stop();
+	end
+	now = monotonic();
+	local delay = math.max(deadline - now, 0.001);
+	timer_due = now + delay;
+	timer = module:add_timer(delay, on_timer);
 end
 
 local function describe(stanza)
@@ -123,8 +141,9 @@ local function handle_stanza(event)
 		show = stanza:get_child_text("show");
 		priority = tonumber(stanza:get_child_text("priority"));
 	end
+	local now = monotonic();
 	local ok, verdict, a, b, c = pcall(proxy.stanza, proxy, name, attr.type,
-		attr.from, attr.to, attr.id, show, priority, monotonic(), stanza);
+		attr.from, attr.to, attr.id, show, priority, now, stanza);
 	if not ok then
 		module:log("error", "Failed to route %s: %s", describe(stanza), tostring(verdict));
 		if name == "iq" and (attr.type == "get" or attr.type == "set") then
@@ -138,7 +157,7 @@ local function handle_stanza(event)
 		if c then
 			measure_rtt:sample(c);
 		else
-			arm_timer();
+			arm_timer(now);
 		end
 	elseif verdict == "error" then
 		module:send(st.error_reply(stanza, a, b));
@@ -194,6 +213,8 @@ local function is_local_account_host(host)
 end
 
 -- Subscribe, then probe, so the resources online now are learned at once.
+-- On a reload, module.restore takes over the running instance, which has
+-- done that already; the hooks, though, went with the previous instance.
 local function start()
 	if manage_roster and is_local_account_host(target_host) then
 		ensure_roster();
@@ -203,8 +224,10 @@ local function start()
 			end
 		end);
 	end
-	proxy:start();
-	drain();
+	if not module.reloading then
+		proxy:start();
+		drain();
+	end
 end
 
 function module.save()
@@ -218,9 +241,7 @@ function module.restore(data)
 		module:log("error", "Keeping the previous options: %s", tostring(err));
 	end
 	proxy = data.proxy;
-	if proxy:next_deadline() then
-		arm_timer();
-	end
+	arm_timer(monotonic());
 end
 
 function module.unload()
@@ -229,9 +250,7 @@ function module.unload()
 	drain();
 end
 
-if module.reloading then
-	-- module.restore takes over the running instance.
-elseif prosody.hosts[target_host] or not configmanager.getconfig()[target_host] then
+if prosody.hosts[target_host] or not configmanager.getconfig()[target_host] then
 	-- Active here already, or on another server.
 	start();
 else

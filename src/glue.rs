@@ -23,7 +23,7 @@ impl From<Error> for mlua::Error {
 }
 
 /// A reference to the Lua stanza of a `get`, kept to send it again (C3).
-type Payload = Option<Rc<RegistryKey>>;
+type Payload = Rc<RegistryKey>;
 
 /// The userdata a module instance holds.
 struct Handle(Proxy<Payload>);
@@ -128,6 +128,8 @@ impl UserData for Handle {
                 show: show.as_deref(),
                 priority: priority.unwrap_or(0.0).clamp(-128.0, 127.0) as i32,
             };
+            // Kept only where the core may send it again; a stanza that cannot
+            // be kept is served all the same, once.
             let keep = || lua.create_registry_value(stanza).ok().map(Rc::new);
             match this.0.handle(s, Time::from_secs_f64(now), keep) {
                 Verdict::Forward { from, to, rtt } => {
@@ -183,10 +185,7 @@ fn poll(lua: &Lua, proxy: &mut Proxy<Payload>) -> Result<MultiValue> {
             ("error", to, id, error.0.as_str(), error.1.as_str()).into_lua_multi(lua)
         }
         Some(Action::Resend { payload, from, to }) => {
-            let stanza = match payload {
-                Some(key) => lua.registry_value::<Value>(&key)?,
-                None => Value::Nil,
-            };
+            let stanza = lua.registry_value::<Value>(&payload)?;
             ("resend", stanza, from, to).into_lua_multi(lua)
         }
         Some(Action::Log { level, message }) => {

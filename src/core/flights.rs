@@ -16,13 +16,6 @@ const NIL: u32 = u32::MAX;
 const BY_DEADLINE: usize = 0;
 const BY_RESOURCE: usize = 1;
 
-/// IQ request types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Method {
-    Get,
-    Set,
-}
-
 /// A request's handle in the slab.
 pub(crate) type FlightId = u32;
 
@@ -53,12 +46,12 @@ pub(crate) struct Flight<P> {
     pub requester: RequesterId,
     pub id: Rc<str>,
     pub resource: ResourceId,
-    pub method: Method,
     /// How many times it was sent, to one resource each time.
     pub sends: u8,
     pub sent_at: Time,
     pub deadline: Time,
-    pub payload: P,
+    /// What to send again, kept for a `get` only.
+    pub payload: Option<P>,
     links: [Links; 2],
 }
 
@@ -170,23 +163,20 @@ impl<P> Flights<P> {
     }
 
     /// Adds a request; the caller has checked that (requester, id) is new.
-    #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &mut self,
         requester: RequesterId,
         id: &str,
         resource: ResourceId,
-        method: Method,
         now: Time,
         deadline: Time,
-        payload: P,
+        payload: Option<P>,
     ) -> FlightId {
         let id: Rc<str> = id.into();
         let flight = Flight {
             requester,
             id: id.clone(),
             resource,
-            method,
             sends: 1,
             sent_at: now,
             deadline,
@@ -339,10 +329,10 @@ mod tests {
     #[test]
     fn lookup_expiry_order_and_resource_lists() {
         let mut fl: Flights<()> = Flights::default();
-        let a = fl.insert(1, "x", 0, Method::Get, t(0), t(30), ());
-        let b = fl.insert(2, "x", 1, Method::Set, t(1), t(31), ());
+        let a = fl.insert(1, "x", 0, t(0), t(30), None);
+        let b = fl.insert(2, "x", 1, t(1), t(31), None);
         // Out of order deadline (a shorter timeout after a reload).
-        let c = fl.insert(1, "y", 0, Method::Get, t(2), t(10), ());
+        let c = fl.insert(1, "y", 0, t(2), t(10), None);
         assert_eq!(fl.find(1, "x"), Some(a));
         assert_eq!(fl.find(2, "x"), Some(b));
         assert_eq!(fl.find(2, "y"), None);
@@ -358,7 +348,7 @@ mod tests {
         fl.remove(b);
         assert_eq!(fl.first_of(1), Some(a));
         // Slots are reused.
-        let d = fl.insert(3, "z", 2, Method::Get, t(3), t(33), ());
+        let d = fl.insert(3, "z", 2, t(3), t(33), None);
         assert!(d == b || d == c);
         fl.remove(a);
         fl.remove(d);

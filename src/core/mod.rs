@@ -17,17 +17,17 @@
 //!
 //! // The service comes online...
 //! let hello = Stanza::presence(None, "service@example.org/a", "proxy.example.org");
-//! assert_eq!(proxy.handle(hello, t0, || ()), Verdict::Done);
+//! assert_eq!(proxy.handle(hello, t0, || None), Verdict::Done);
 //!
 //! // ...a request goes to it, with the requester's JID as the resource...
 //! let get = Stanza::iq("get", "alice@example.org/phone", "proxy.example.org", "q1");
-//! let Verdict::Forward { from, to, .. } = proxy.handle(get, t0, || ()) else { panic!() };
+//! let Verdict::Forward { from, to, .. } = proxy.handle(get, t0, || None) else { panic!() };
 //! assert_eq!(from, "proxy.example.org/alice@example.org/phone");
 //! assert_eq!(to, "service@example.org/a");
 //!
 //! // ...and the reply goes back to the requester.
 //! let reply = Stanza::iq("result", "service@example.org/a", &from, "q1");
-//! let Verdict::Forward { from, to, .. } = proxy.handle(reply, t0, || ()) else { panic!() };
+//! let Verdict::Forward { from, to, .. } = proxy.handle(reply, t0, || None) else { panic!() };
 //! assert_eq!((from.as_str(), to.as_str()), ("proxy.example.org", "alice@example.org/phone"));
 //! assert_eq!(proxy.in_flight(), 0);
 //! ```
@@ -45,12 +45,11 @@ use std::time::Duration;
 use rand::{rngs::SmallRng, SeedableRng};
 
 pub use config::{Config, GET_ATTEMPTS_RANGE, MAX_IN_FLIGHT_RANGE, TIMEOUT_RANGE};
-pub use flights::Method;
 pub use jat::{fits_verbatim, is_token, MAX_RESOURCE_BYTES};
 pub use resources::Resource;
 pub use stanza::{
-    Action, Condition, DropReason, ErrorType, Kind, Level, PresenceType, Stanza, StanzaError,
-    Verdict,
+    Action, Condition, DropReason, ErrorType, Kind, Level, Method, PresenceType, Stanza,
+    StanzaError, Verdict,
 };
 pub use time::Time;
 
@@ -96,7 +95,7 @@ pub struct Proxy<P = ()> {
     stats: Stats,
 }
 
-impl<P: Clone + Default> Proxy<P> {
+impl<P: Clone> Proxy<P> {
     /// Validates `config` and makes an instance; `seed` drives the choice of
     /// resources and tokens, so a test can replay a run.
     pub fn new(config: Config, seed: u64) -> Result<Self, Error> {
@@ -146,8 +145,14 @@ impl<P: Clone + Default> Proxy<P> {
     /// Routes one stanza that reached the component at `now`.
     ///
     /// `payload` is called at most once, when a `get` is accepted and may
-    /// have to be sent again.
-    pub fn handle(&mut self, s: Stanza<'_>, now: Time, payload: impl FnOnce() -> P) -> Verdict {
+    /// have to be sent again; if it gives `None`, the request is served but
+    /// never sent again.
+    pub fn handle(
+        &mut self,
+        s: Stanza<'_>,
+        now: Time,
+        payload: impl FnOnce() -> Option<P>,
+    ) -> Verdict {
         let verdict = self.route(s, now, payload);
         match verdict {
             Verdict::Drop(reason) | Verdict::Pass(reason) => {
@@ -159,7 +164,7 @@ impl<P: Clone + Default> Proxy<P> {
         verdict
     }
 
-    fn route(&mut self, s: Stanza<'_>, now: Time, payload: impl FnOnce() -> P) -> Verdict {
+    fn route(&mut self, s: Stanza<'_>, now: Time, payload: impl FnOnce() -> Option<P>) -> Verdict {
         let Some(kind) = s.kind else {
             return Verdict::Drop(DropReason::Malformed);
         };
@@ -182,7 +187,12 @@ impl<P: Clone + Default> Proxy<P> {
     }
 
     /// B1-B5: a stanza from a requester.
-    fn request(&mut self, s: Stanza<'_>, now: Time, payload: impl FnOnce() -> P) -> Verdict {
+    fn request(
+        &mut self,
+        s: Stanza<'_>,
+        now: Time,
+        payload: impl FnOnce() -> Option<P>,
+    ) -> Verdict {
         let method = match s.ty {
             Some("get") => Method::Get,
             Some("set") => Method::Set,
@@ -205,14 +215,12 @@ impl<P: Clone + Default> Proxy<P> {
             return reply(ErrorType::Cancel, Condition::ServiceUnavailable);
         };
         let rq = self.requesters.acquire(s.from, &mut self.rng);
-        let payload = if method == Method::Get && self.config.get_attempts > 1 {
-            payload()
-        } else {
-            P::default()
-        };
+        let payload = (method == Method::Get && self.config.get_attempts > 1)
+            .then(payload)
+            .flatten();
         let deadline = now.saturating_add(self.timeout);
         self.flights
-            .insert(rq, id, resource, method, now, deadline, payload);
+            .insert(rq, id, resource, now, deadline, payload);
         self.stats.requests += 1;
         Verdict::Forward {
             from: self.proxied_from(rq),
@@ -322,8 +330,10 @@ impl<P: Clone + Default> Proxy<P> {
     fn settle_lost(&mut self, lost: ResourceId) {
         while let Some(f) = self.flights.first_of(lost) {
             let flight = self.flights.get(f);
+            // Only a `get` keeps a payload, and only one accepted while more
+            // than one attempt was configured.
             let retry =
-                flight.method == Method::Get && u32::from(flight.sends) < self.config.get_attempts;
+                flight.payload.is_some() && u32::from(flight.sends) < self.config.get_attempts;
             match retry
                 .then(|| self.resources.choose(&mut self.rng))
                 .flatten()
@@ -332,7 +342,7 @@ impl<P: Clone + Default> Proxy<P> {
                     self.flights.resend(f, resource);
                     let flight = self.flights.get(f);
                     let action = Action::Resend {
-                        payload: flight.payload.clone(),
+                        payload: flight.payload.clone().expect("kept for a retry"),
                         from: self.proxied_from(flight.requester),
                         to: self.resource_jid(resource),
                     };

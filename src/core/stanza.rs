@@ -94,6 +94,13 @@ impl<'a> Stanza<'a> {
     }
 }
 
+/// IQ request types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Set,
+}
+
 /// The error types of RFC 6120 §8.3.2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorType {

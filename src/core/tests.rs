@@ -43,7 +43,7 @@ impl Sim {
         let next = &mut self.next_payload;
         self.proxy.handle(s, self.now, || {
             *next += 1;
-            *next - 1
+            Some(*next - 1)
         })
     }
 
@@ -600,4 +600,25 @@ fn malformed_input_is_dropped_not_answered() {
     );
     assert_eq!(s.presence_from(Some("bogus"), T), malformed);
     assert_eq!(s.presence_from(None, T), malformed);
+}
+
+#[test]
+fn c3_a_get_accepted_with_one_attempt_is_not_resent_after_a_reload() {
+    let mut s = sim_with(|c| c.get_attempts = 1);
+    s.online("a");
+    s.request("get", U, "g");
+    let mut c = Config::new(P, T);
+    c.get_attempts = 2;
+    s.proxy.reconfigure(c).unwrap();
+    s.online("b");
+    s.presence_from(Some("unavailable"), &tr("a"));
+    assert_eq!(
+        s.actions(),
+        vec![error_to(
+            U,
+            "g",
+            ErrorType::Wait,
+            Condition::RecipientUnavailable
+        )]
+    );
 }
