@@ -1,0 +1,46 @@
+//! A throwaway Prosody on 127.0.0.1 with real XMPP clients.
+//!
+//! This is what the `client_proxy` end-to-end tests, the demo and the load
+//! benchmark run against: [`ProsodyBuilder`] writes a private configuration
+//! into a fresh temporary directory and starts the system's `prosody` on a
+//! free port, and [`Xmpp`] logs real clients in over plain TCP (no TLS, so no
+//! certificates are needed). Everything is per instance, so any number of
+//! servers can run side by side in parallel tests.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use client_proxy_testbed::{ping, spawn_echo, ProsodyBuilder, Xmpp};
+//!
+//! # async fn demo() -> std::io::Result<()> {
+//! let server = ProsodyBuilder::new()
+//!     .user("alice@localhost", "a")
+//!     .user("bob@localhost", "b")
+//!     .start()?;
+//! let bob = spawn_echo(Xmpp::connect(server.c2s_addr(), "bob@localhost/phone", "b").await?);
+//! let mut alice = Xmpp::connect(server.c2s_addr(), "alice@localhost/desk", "a").await?;
+//! let reply = alice
+//!     .request("bob@localhost/phone", "get", "q1", ping(), Duration::from_secs(5))
+//!     .await;
+//! assert_eq!(reply.unwrap().attr("type"), Some("result"));
+//! # drop(bob);
+//! # Ok(())
+//! # }
+//! ```
+
+mod client;
+mod fixture;
+mod prosody;
+
+pub use client::{
+    element, error_condition, iq, ping, spawn_echo, EchoHandle, EchoMode, Xmpp, NS_CLIENT, NS_PING,
+    NS_TESTBED,
+};
+pub use fixture::{
+    plugin_dir, proxy_server, ProxyServer, ProxyServerBuilder, PASSWORD, PROXY, REQUESTERS, TARGET,
+};
+pub use prosody::{Prosody, ProsodyBuilder, KEEP_TESTDIR_ENV};
+
+/// Re-exported so that users build stanzas with the same versions the
+/// harness uses.
+pub use jid;
+pub use minidom;

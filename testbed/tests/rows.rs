@@ -1,0 +1,598 @@
+//! The SPEC's rows against a real Prosody with the module loaded and real
+//! XMPP clients: an implementing client with several resources, and several
+//! requesters.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use client_proxy_testbed::{
+    element, error_condition, iq, ping, proxy_server, spawn_echo, ProxyServer, Xmpp, PROXY, TARGET,
+};
+use minidom::Element;
+
+const WAIT: Duration = Duration::from_secs(5);
+/// How long to wait for something that must not arrive.
+const QUIET: Duration = Duration::from_millis(700);
+
+fn session_payload() -> Element {
+    Element::builder("session", "urn:ietf:params:xml:ns:xmpp-session").build()
+}
+
+/// The resource that served a reply of the echo service, and the `from` it saw.
+fn served(reply: &Element) -> (String, String) {
+    let s = reply
+        .get_child("served", "urn:client-proxy:testbed")
+        .unwrap_or_else(|| panic!("not served by the echo service: {}", String::from(reply)));
+    (
+        s.attr("resource").unwrap().into(),
+        s.attr("from").unwrap().into(),
+    )
+}
+
+fn assert_error(reply: Option<Element>, ty: &str, condition: &str) {
+    let reply = reply.expect("an error reply");
+    assert_eq!(
+        reply.attr("type"),
+        Some("error"),
+        "{}",
+        String::from(&reply)
+    );
+    assert_eq!(
+        error_condition(&reply),
+        Some((ty.to_string(), condition.to_string())),
+        "{}",
+        String::from(&reply)
+    );
+}
+
+async fn get(client: &mut Xmpp, to: &str, id: &str) -> Option<Element> {
+    client.request(to, "get", id, ping(), WAIT).await
+}
+
+#[tokio::test]
+async fn a1_b1_requests_reach_every_online_resource_as_the_requester() {
+    let server = proxy_server("");
+    let _r1 = spawn_echo(server.service("r1").await);
+    let _r2 = spawn_echo(server.service("r2").await);
+    let mut alice = server.client("alice", "phone").await;
+    let mut seen = BTreeMap::new();
+    for i in 0..30 {
+        let reply = get(&mut alice, PROXY, &format!("q{i}"))
+            .await
+            .expect("a reply");
+        assert_eq!(reply.attr("type"), Some("result"));
+        assert_eq!(reply.attr("from"), Some(PROXY));
+        assert_eq!(reply.attr("id"), Some(format!("q{i}").as_str()));
+        let (resource, from) = served(&reply);
+        assert_eq!(from, format!("{PROXY}/alice@localhost/phone"));
+        *seen.entry(resource).or_insert(0) += 1;
+    }
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        ["r1", "r2"],
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a1_presence_with_negative_priority_gets_no_requests() {
+    let server = proxy_server("");
+    let shy = server.service("shy").await;
+    let mut shy_raw = shy;
+    shy_raw.send_presence(None, -1).await.unwrap();
+    let _shy = spawn_echo(shy_raw);
+    let mut alice = server.client("alice", "phone").await;
+    // Only resource has a negative priority: nobody is eligible.
+    assert_error(
+        get(&mut alice, PROXY, "1").await,
+        "cancel",
+        "service-unavailable",
+    );
+    let _ok = spawn_echo(server.service("ok").await);
+    for i in 0..10 {
+        let reply = get(&mut alice, PROXY, &format!("q{i}")).await.unwrap();
+        assert_eq!(served(&reply).0, "ok");
+    }
+}
+
+#[tokio::test]
+async fn a2_a_resource_that_goes_offline_gets_no_more_requests() {
+    let server = proxy_server("");
+    let r1 = server.service("r1").await;
+    let _r2 = spawn_echo(server.service("r2").await);
+    r1.disconnect().await;
+    let mut alice = server.client("alice", "phone").await;
+    for i in 0..15 {
+        let reply = get(&mut alice, PROXY, &format!("q{i}")).await.unwrap();
+        assert_eq!(served(&reply).0, "r2");
+    }
+}
+
+#[tokio::test]
+async fn a3_presence_error_from_the_target_takes_every_resource_offline() {
+    let server = proxy_server("");
+    let r1 = spawn_echo(server.service("r1").await);
+    let _r2 = spawn_echo(server.service("r2").await);
+    let mut alice = server.client("alice", "phone").await;
+    let reply = get(&mut alice, PROXY, "before").await.unwrap();
+    assert_eq!(reply.attr("type"), Some("result"));
+    let mut r1 = r1.stop().await;
+    r1.send_raw_presence("error", PROXY).await.unwrap();
+    r1.sync().await;
+    assert_error(
+        get(&mut alice, PROXY, "after").await,
+        "cancel",
+        "service-unavailable",
+    );
+}
+
+#[tokio::test]
+async fn a4_a5_subscribed_probes_and_unsubscribed_takes_all_offline() {
+    // No roster management: the target must approve by hand, as with the
+    // original module.
+    let server = proxy_server("client_proxy_manage_roster = false");
+    let mut r1 = server.service("r1").await;
+    let mut alice = server.client("alice", "phone").await;
+    // Not subscribed: the component never saw r1's presence.
+    assert_error(
+        get(&mut alice, PROXY, "1").await,
+        "cancel",
+        "service-unavailable",
+    );
+    // Approving the pending subscription makes the component probe (A4).
+    r1.send_raw_presence("subscribed", PROXY).await.unwrap();
+    r1.sync().await;
+    let r1 = spawn_echo(r1);
+    let reply = get(&mut alice, PROXY, "2").await.unwrap();
+    assert_eq!(served(&reply).0, "r1");
+    // Withdrawing it takes every resource offline, with a warning (A5).
+    let mut r1 = r1.stop().await;
+    r1.send_raw_presence("unsubscribed", PROXY).await.unwrap();
+    r1.sync().await;
+    assert_error(
+        get(&mut alice, PROXY, "3").await,
+        "cancel",
+        "service-unavailable",
+    );
+    assert!(server
+        .prosody
+        .wait_for_log("approves the subscription again", WAIT));
+    assert!(server.prosody.log().contains(TARGET));
+}
+
+#[tokio::test]
+async fn a6_subscribe_from_the_target_is_approved() {
+    let server = proxy_server("");
+    let mut r1 = server.service("r1").await;
+    // Prosody passes subscription answers only to resources that fetched
+    // the roster.
+    let roster = element("query", "jabber:iq:roster", &[]).build();
+    assert!(r1
+        .request("", "get", "roster", roster, WAIT)
+        .await
+        .is_some());
+    r1.send_raw_presence("subscribe", PROXY).await.unwrap();
+    let got = r1
+        .recv_matching(WAIT, |s| {
+            s.name() == "presence" && s.attr("type") == Some("subscribed")
+        })
+        .await
+        .expect("subscribed from the component");
+    assert_eq!(got.attr("from"), Some(PROXY));
+}
+
+#[tokio::test]
+async fn a7_probe_from_the_target_is_answered_with_presence() {
+    let server = proxy_server("");
+    let mut r1 = server.service("r1").await;
+    r1.send_raw_presence("probe", PROXY).await.unwrap();
+    let got = r1
+        .recv_matching(WAIT, |s| {
+            s.name() == "presence" && s.attr("from") == Some(PROXY) && s.attr("type").is_none()
+        })
+        .await
+        .expect("available presence from the component");
+    assert_eq!(got.attr("to"), Some(r1.jid().as_str()));
+}
+
+#[tokio::test]
+async fn a8_c1_the_reply_reaches_the_requester_unchanged_but_for_addresses() {
+    let server = proxy_server("");
+    let mut svc = server.service("r1").await;
+    let mut alice = server.client("alice", "phone").await;
+    let payload = element("query", "urn:example:echo", &[("n", "42")]).build();
+    alice
+        .send(iq(
+            "set",
+            "s1",
+            &format!("{PROXY}/anything"),
+            Some(payload.clone()),
+        ))
+        .await
+        .unwrap();
+    let req = svc
+        .recv_matching(WAIT, |s| s.name() == "iq")
+        .await
+        .expect("the request");
+    assert_eq!(
+        req.attr("from"),
+        Some("proxy.localhost/alice@localhost/phone")
+    );
+    assert_eq!(req.attr("to"), Some(svc.jid().as_str()));
+    assert_eq!(req.attr("id"), Some("s1"));
+    assert_eq!(req.get_child("query", "urn:example:echo"), Some(&payload));
+    let answer = Element::builder("answer", "urn:example:echo").build();
+    svc.send(iq(
+        "result",
+        "s1",
+        req.attr("from").unwrap(),
+        Some(answer.clone()),
+    ))
+    .await
+    .unwrap();
+    let reply = alice
+        .recv_matching(WAIT, |s| s.name() == "iq")
+        .await
+        .expect("the reply");
+    assert_eq!(reply.attr("type"), Some("result"));
+    assert_eq!(reply.attr("from"), Some(PROXY));
+    assert_eq!(reply.attr("to"), Some(alice.jid().as_str()));
+    assert_eq!(reply.attr("id"), Some("s1"));
+    assert_eq!(reply.get_child("answer", "urn:example:echo"), Some(&answer));
+}
+
+#[tokio::test]
+async fn a9_replies_that_match_nothing_reach_nobody() {
+    let server = proxy_server("");
+    let mut r1 = server.service("r1").await;
+    let mut r2 = server.service("r2").await;
+    let mut alice = server.client("alice", "phone").await;
+    let mut carol = server.client("carol", "home").await;
+    alice
+        .send(iq("get", "q", PROXY, Some(ping())))
+        .await
+        .unwrap();
+    // Whichever resource got it, the other one forges replies.
+    let (mut got, mut other) = tokio::select! {
+        Some(_) = r1.recv_matching(WAIT, |s| s.name() == "iq") => (r1, r2),
+        Some(_) = r2.recv_matching(WAIT, |s| s.name() == "iq") => (r2, r1),
+    };
+    let to_alice = format!("{PROXY}/alice@localhost/phone");
+    other
+        .send(iq("result", "q", &to_alice, None))
+        .await
+        .unwrap(); // wrong resource
+    got.send(iq("result", "never-sent", &to_alice, None))
+        .await
+        .unwrap(); // unknown id
+    got.send(iq(
+        "result",
+        "q",
+        &format!("{PROXY}/carol@localhost/home"),
+        None,
+    ))
+    .await
+    .unwrap(); // a third user
+    got.send(iq(
+        "result",
+        "q",
+        &format!("{PROXY}/@0123456789abcdef"),
+        None,
+    ))
+    .await
+    .unwrap(); // undecodable
+    got.sync().await;
+    other.sync().await;
+    assert!(
+        alice.recv(QUIET).await.is_none(),
+        "a forged reply reached alice"
+    );
+    assert!(
+        carol.recv(QUIET).await.is_none(),
+        "a forged reply reached carol"
+    );
+    // The genuine reply still goes through, once.
+    got.send(iq("result", "q", &to_alice, None)).await.unwrap();
+    got.send(iq("result", "q", &to_alice, None)).await.unwrap();
+    let reply = alice.recv_matching(WAIT, |s| s.name() == "iq").await;
+    assert_eq!(reply.unwrap().attr("id"), Some("q"));
+    assert!(alice.recv(QUIET).await.is_none(), "a reply arrived twice");
+}
+
+#[tokio::test]
+async fn a10_a11_a12_the_target_cannot_use_the_component_outward() {
+    let server = proxy_server("");
+    let mut r1 = server.service("r1").await;
+    let _alice = server.client("alice", "phone").await;
+    let to_alice = format!("{PROXY}/alice@localhost/phone");
+    // A10: requests to a resource of the component.
+    assert_error(
+        r1.request(&to_alice, "get", "a10", ping(), WAIT).await,
+        "cancel",
+        "feature-not-implemented",
+    );
+    // A12: requests to the component itself.
+    assert_error(
+        r1.request(PROXY, "set", "a12", ping(), WAIT).await,
+        "cancel",
+        "bad-request",
+    );
+    // A11: messages.
+    let msg = element(
+        "message",
+        "jabber:client",
+        &[("to", &to_alice), ("type", "chat"), ("id", "a11")],
+    )
+    .append(
+        Element::builder("body", "jabber:client")
+            .append("hi")
+            .build(),
+    )
+    .build();
+    r1.send(msg).await.unwrap();
+    let err = r1
+        .recv_matching(WAIT, |s| s.name() == "message")
+        .await
+        .expect("a message error");
+    assert_eq!(err.attr("type"), Some("error"));
+    assert_eq!(
+        error_condition(&err),
+        Some(("cancel".into(), "feature-not-implemented".into()))
+    );
+}
+
+#[tokio::test]
+async fn b1_a_requester_too_long_for_a_resource_travels_as_a_token() {
+    let server = proxy_server("");
+    let _r1 = spawn_echo(server.service("r1").await);
+    let resource = "x".repeat(1015);
+    let mut long = server.client("alice", &resource).await;
+    assert!(long.jid().as_str().len() > 1023);
+    let reply = get(&mut long, PROXY, "t1").await.expect("a reply");
+    assert_eq!(reply.attr("type"), Some("result"));
+    assert_eq!(reply.attr("to"), Some(long.jid().as_str()));
+    let (_, from) = served(&reply);
+    let token = from.strip_prefix(&format!("{PROXY}/")).unwrap();
+    assert!(token.starts_with('@') && token.len() < 64, "{token}");
+}
+
+#[tokio::test]
+async fn b1_iqs_that_prosody_itself_knows_still_reach_the_service() {
+    let server = proxy_server("");
+    let _r1 = spawn_echo(server.service("r1").await);
+    let mut alice = server.client("alice", "phone").await;
+    let reply = alice
+        .request(PROXY, "set", "sess", session_payload(), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(served(&reply).0, "r1");
+    let disco = Element::builder("query", "http://jabber.org/protocol/disco#info").build();
+    let reply = alice
+        .request(PROXY, "get", "disco", disco, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(served(&reply).0, "r1");
+}
+
+#[tokio::test]
+async fn b2_no_resource_online_is_service_unavailable() {
+    let server = proxy_server("");
+    let mut alice = server.client("alice", "phone").await;
+    let reply = get(&mut alice, PROXY, "1").await;
+    assert_eq!(reply.as_ref().and_then(|r| r.attr("from")), Some(PROXY));
+    assert_error(reply, "cancel", "service-unavailable");
+}
+
+#[tokio::test]
+async fn b3_a_second_request_with_the_same_id_is_a_conflict() {
+    let server = proxy_server("");
+    let mut svc = server.service("r1").await;
+    let mut alice = server.client("alice", "phone").await;
+    alice
+        .send(iq("get", "dup", PROXY, Some(ping())))
+        .await
+        .unwrap();
+    let req = svc.recv_matching(WAIT, |s| s.name() == "iq").await.unwrap();
+    alice
+        .send(iq("get", "dup", PROXY, Some(ping())))
+        .await
+        .unwrap();
+    assert_error(
+        alice.recv_matching(WAIT, |s| s.name() == "iq").await,
+        "cancel",
+        "conflict",
+    );
+    // The first is not disturbed.
+    svc.send(iq("result", "dup", req.attr("from").unwrap(), None))
+        .await
+        .unwrap();
+    let reply = alice
+        .recv_matching(WAIT, |s| s.name() == "iq")
+        .await
+        .unwrap();
+    assert_eq!(
+        (reply.attr("type"), reply.attr("id")),
+        (Some("result"), Some("dup"))
+    );
+}
+
+#[tokio::test]
+async fn b4_a_requester_over_its_limit_is_refused_and_others_are_served() {
+    let server = proxy_server("client_proxy_max_in_flight_per_requester = 3");
+    let mut svc = server.service("r1").await;
+    let mut alice = server.client("alice", "phone").await;
+    let mut alice2 = server.client("alice", "tablet").await;
+    let mut bob = server.client("bob", "laptop").await;
+    for i in 0..3 {
+        alice
+            .send(iq("get", &format!("f{i}"), PROXY, Some(ping())))
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        svc.recv_matching(WAIT, |s| s.name() == "iq").await.unwrap();
+    }
+    // Counted per bare JID: another resource of alice is over the limit too.
+    assert_error(
+        get(&mut alice2, PROXY, "over").await,
+        "wait",
+        "resource-constraint",
+    );
+    bob.send(iq("get", "b", PROXY, Some(ping()))).await.unwrap();
+    let req = svc.recv_matching(WAIT, |s| s.name() == "iq").await.unwrap();
+    assert_eq!(
+        req.attr("from"),
+        Some("proxy.localhost/bob@localhost/laptop")
+    );
+}
+
+#[tokio::test]
+async fn b5_results_and_errors_to_the_component_are_dropped() {
+    let server = proxy_server("");
+    let mut svc = server.service("r1").await;
+    let mut alice = server.client("alice", "phone").await;
+    alice.send(iq("result", "r", PROXY, None)).await.unwrap();
+    alice
+        .send(iq("result", "r2", &format!("{PROXY}/x"), None))
+        .await
+        .unwrap();
+    assert!(alice.recv(QUIET).await.is_none());
+    assert!(svc.recv(QUIET).await.is_none());
+}
+
+#[tokio::test]
+async fn b6_b7_messages_and_presence_from_others_are_refused() {
+    let server = proxy_server("");
+    let mut alice = server.client("alice", "phone").await;
+    let msg = element("message", "jabber:client", &[("to", PROXY), ("id", "m")])
+        .append(
+            Element::builder("body", "jabber:client")
+                .append("hi")
+                .build(),
+        )
+        .build();
+    alice.send(msg).await.unwrap();
+    let err = alice.recv_matching(WAIT, |s| s.name() == "message").await;
+    assert_eq!(
+        err.as_ref().and_then(error_condition),
+        Some(("cancel".into(), "feature-not-implemented".into()))
+    );
+    // Directed presence, so the error comes back to this resource.
+    let directed = element("presence", "jabber:client", &[("to", PROXY)]).build();
+    alice.send(directed).await.unwrap();
+    let err = alice
+        .recv_matching(WAIT, |s| {
+            s.name() == "presence" && s.attr("from") == Some(PROXY)
+        })
+        .await;
+    assert_eq!(err.as_ref().and_then(|e| e.attr("type")), Some("error"));
+    assert_eq!(
+        err.as_ref().and_then(error_condition),
+        Some(("cancel".into(), "bad-request".into()))
+    );
+    alice.send_raw_presence("error", PROXY).await.unwrap();
+    assert!(alice.recv(QUIET).await.is_none());
+}
+
+#[tokio::test]
+async fn c2_a_request_without_reply_times_out_once() {
+    let server = proxy_server("client_proxy_timeout = 1");
+    let mut svc = server.service("r1").await;
+    let mut alice = server.client("alice", "phone").await;
+    alice
+        .send(iq("get", "slow", PROXY, Some(ping())))
+        .await
+        .unwrap();
+    let req = svc.recv_matching(WAIT, |s| s.name() == "iq").await.unwrap();
+    let reply = alice.recv_matching(WAIT, |s| s.name() == "iq").await;
+    assert_eq!(reply.as_ref().and_then(|r| r.attr("id")), Some("slow"));
+    assert_eq!(reply.as_ref().and_then(|r| r.attr("from")), Some(PROXY));
+    assert_error(reply, "wait", "remote-server-timeout");
+    // The late reply is dropped; nothing more reaches alice.
+    svc.send(iq("result", "slow", req.attr("from").unwrap(), None))
+        .await
+        .unwrap();
+    assert!(alice.recv(Duration::from_millis(2000)).await.is_none());
+}
+
+#[tokio::test]
+async fn life_cycle_bad_config_is_refused_and_prosody_keeps_serving() {
+    let cases = [
+        ("client_proxy_timeout = 0", "client_proxy_timeout"),
+        ("target_address = \"not a jid\"", "target_address"),
+        (
+            "client_proxy_get_attempts = 2.5",
+            "client_proxy_get_attempts",
+        ),
+    ];
+    for (options, name) in cases {
+        let server = ProxyServer::builder(options).start().unwrap();
+        assert!(
+            server.prosody.wait_for_log(name, WAIT),
+            "no log line names {name}:\n{}",
+            server.prosody.log()
+        );
+        let mut alice = server.client("alice", "phone").await;
+        // The server itself still answers.
+        let reply = get(&mut alice, "localhost", "alive").await.unwrap();
+        assert_eq!(reply.attr("type"), Some("result"), "{name}");
+        // And the component is not served by the module.
+        let reply = get(&mut alice, PROXY, "p").await.unwrap();
+        assert_eq!(reply.attr("type"), Some("error"), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn life_cycle_refuses_to_load_on_a_virtual_host() {
+    let server = ProxyServer::builder("")
+        .with(|b| b.virtual_host_with("other.localhost", "modules_enabled = { \"client_proxy\" }"))
+        .start()
+        .unwrap();
+    assert!(server
+        .prosody
+        .wait_for_log("must be loaded on a Component", WAIT));
+    let mut alice = server.client("alice", "phone").await;
+    let _r1 = spawn_echo(server.service("r1").await);
+    assert!(get(&mut alice, PROXY, "still-works").await.is_some());
+}
+
+#[tokio::test]
+async fn life_cycle_roster_is_managed_with_no_manual_step() {
+    let server = proxy_server("");
+    let mut svc = server.service("r1").await;
+    let roster = Element::builder("query", "jabber:iq:roster").build();
+    let reply = svc.request("", "get", "roster", roster, WAIT).await;
+    let reply = reply.expect("the roster");
+    let items: Vec<_> = reply
+        .get_child("query", "jabber:iq:roster")
+        .unwrap()
+        .children()
+        .map(|i| {
+            (
+                i.attr("jid").map(String::from),
+                i.attr("subscription").map(String::from),
+            )
+        })
+        .collect();
+    assert!(
+        items.contains(&(Some(PROXY.into()), Some("from".into()))),
+        "{items:?}"
+    );
+}
+
+#[tokio::test]
+async fn life_cycle_resources_are_learned_after_every_restart() {
+    // Each round is a new server with no roster entry made beforehand, so the
+    // hosts activate in whatever order Prosody picks that time.
+    let mut failures = BTreeSet::new();
+    for round in 0..21 {
+        let server = proxy_server("");
+        let _r1 = spawn_echo(server.service("r1").await);
+        let mut alice = server.client("alice", "phone").await;
+        let reply = get(&mut alice, PROXY, "q").await;
+        if reply.as_ref().and_then(|r| r.attr("type")) != Some("result") {
+            failures.insert(round);
+        }
+    }
+    assert!(failures.is_empty(), "rounds that failed: {failures:?}");
+}
