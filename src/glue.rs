@@ -163,6 +163,12 @@ impl UserData for Handle {
             Ok(this.0.reconfigure(config(&options)?)?)
         });
         methods.add_method("stats", |lua, this, ()| stats(lua, &this.0));
+        // A fault to inject, so that tests see what a panic in the core
+        // becomes on the Lua side.
+        #[cfg(test)]
+        methods.add_method_mut("panic", |_, _, ()| -> Result<()> {
+            panic!("injected fault")
+        });
         methods.add_method("resources", |lua, this, ()| {
             let list = lua.create_table()?;
             for r in this.0.resources() {
@@ -211,4 +217,89 @@ fn stats(lua: &Lua, proxy: &Proxy<Payload>) -> Result<Table> {
     }
     t.set("dropped", dropped)?;
     Ok(t)
+}
+
+#[cfg(all(test, not(feature = "module")))]
+mod tests {
+    use super::*;
+
+    fn lua() -> Lua {
+        let lua = Lua::new();
+        lua.globals()
+            .set("client_proxy", exports(&lua).unwrap())
+            .unwrap();
+        lua
+    }
+
+    #[test]
+    fn routes_through_lua_values() {
+        let lua = lua();
+        let (verdict, from, to): (String, String, String) = lua
+            .load(
+                r#"
+                local p = client_proxy.new({ host = "p.example", target = "s@example", seed = 3 })
+                assert(p:stanza("presence", nil, "s@example/a", "p.example", nil, "away", 2, 0) == "done")
+                assert(p:resources()[1].show == "away" and p:resources()[1].priority == 2)
+                return p:stanza("iq", "get", "u@example/r", "p.example", "1", nil, nil, 0, {})
+                "#,
+            )
+            .eval()
+            .unwrap();
+        assert_eq!(verdict, "forward");
+        assert_eq!(from, "p.example/u@example/r");
+        assert_eq!(to, "s@example/a");
+    }
+
+    #[test]
+    fn a_bad_option_is_a_lua_error_naming_it() {
+        let err = lua()
+            .load(r#"client_proxy.new({ host = "p.example", target = "s@example", max_in_flight = 0 })"#)
+            .exec()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("client_proxy_max_in_flight") && err.contains("1 to"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_panic_in_a_call_becomes_a_lua_error_and_the_handle_lives_on() {
+        let (ok, message, after): (bool, String, String) = lua()
+            .load(
+                r#"
+                local p = client_proxy.new({ host = "p.example", target = "s@example" })
+                local ok, err = pcall(p.panic, p)
+                local after = p:stanza("iq", "get", "u@example/r", "p.example", "1", nil, nil, 0)
+                return ok, tostring(err), after
+                "#,
+            )
+            .eval()
+            .unwrap();
+        assert!(!ok);
+        assert!(message.contains("injected fault"), "{message}");
+        assert_eq!(after, "error");
+    }
+
+    #[test]
+    fn resend_hands_back_the_same_stanza_table() {
+        let same: bool = lua()
+            .load(
+                r#"
+                local p = client_proxy.new({ host = "p.example", target = "s@example" })
+                p:stanza("presence", nil, "s@example/a", "p.example", nil, nil, 0, 0)
+                local stanza = { name = "iq" }
+                p:stanza("iq", "get", "u@example/r", "p.example", "1", nil, nil, 0, stanza)
+                p:stanza("presence", nil, "s@example/b", "p.example", nil, nil, 0, 0)
+                p:stanza("presence", "unavailable", "s@example/a", "p.example", nil, nil, 0, 0)
+                local kind, kept, from, to = p:poll()
+                assert(kind == "resend" and from == "p.example/u@example/r" and to == "s@example/b")
+                assert(p:poll() == nil)
+                return kept == stanza
+                "#,
+            )
+            .eval()
+            .unwrap();
+        assert!(same);
+    }
 }

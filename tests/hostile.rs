@@ -1,0 +1,133 @@
+//! Hostile input: arbitrary bytes in every attribute and option the core
+//! reads. Nothing panics, nothing grows without bound, and every request the
+//! core accepted is still answered exactly once.
+
+use client_proxy::core::{
+    fits_verbatim, is_token, Action, Config, Kind, Proxy, Stanza, Time, Verdict,
+};
+use proptest::prelude::*;
+
+const P: &str = "proxy.example";
+const T: &str = "svc@example";
+
+/// Strings that look like the real thing often enough to get past the first
+/// checks, and are arbitrary the rest of the time.
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        Just(T.to_string()),
+        Just(format!("{T}/r")),
+        Just(P.to_string()),
+        "[a-z@/.\u{0}-\u{7f}\u{fb01}\u{e9}]{0,40}",
+        "[@/][0-9a-f]{16}",
+        "[a-z\u{e9}]{1000,1030}",
+    ]
+}
+
+fn stanza() -> impl Strategy<
+    Value = (
+        u8,
+        Option<String>,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        i32,
+    ),
+> {
+    (
+        0..4u8,
+        prop::option::of(prop_oneof![
+            Just("get".to_string()),
+            Just("set".to_string()),
+            Just("result".to_string()),
+            Just("error".to_string()),
+            Just("unavailable".to_string()),
+            text()
+        ]),
+        text(),
+        prop_oneof![
+            text(),
+            Just(format!("{P}/")).prop_flat_map(|p| text().prop_map(move |t| format!("{p}{t}")))
+        ],
+        prop::option::of(text()),
+        prop::option::of(text()),
+        any::<i32>(),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_stanzas_never_panic_and_everything_settles(
+        stanzas in prop::collection::vec(stanza(), 1..60),
+        seed in any::<u64>(),
+    ) {
+        let mut proxy: Proxy<u32> = Proxy::new(Config::new(P, T), seed).unwrap();
+        let mut accepted = 0usize;
+        let mut answered = 0usize;
+        for (kind, ty, from, to, id, show, priority) in &stanzas {
+            let s = Stanza {
+                kind: [Some(Kind::Iq), Some(Kind::Message), Some(Kind::Presence), None][*kind as usize],
+                ty: ty.as_deref(),
+                from,
+                to,
+                id: id.as_deref(),
+                show: show.as_deref(),
+                priority: *priority,
+            };
+            let verdict = proxy.handle(s, Time::from_micros(1), || Some(0));
+            if let Verdict::Forward { rtt: None, .. } = verdict {
+                accepted += 1;
+            }
+            if let Verdict::Forward { rtt: Some(_), .. } = verdict {
+                answered += 1;
+            }
+            while let Some(action) = proxy.poll_action() {
+                if let Action::Error { .. } = action {
+                    answered += 1;
+                }
+            }
+            prop_assert!(proxy.in_flight() <= 1000);
+        }
+        proxy.close();
+        while let Some(action) = proxy.poll_action() {
+            if let Action::Error { .. } = action {
+                answered += 1;
+            }
+        }
+        prop_assert_eq!(accepted, answered);
+        prop_assert!(proxy.is_settled());
+    }
+
+    #[test]
+    fn arbitrary_options_are_accepted_or_refused_never_panic(
+        host in text(),
+        target in text(),
+        timeout in any::<f64>(),
+        attempts in any::<f64>(),
+        max in any::<f64>(),
+    ) {
+        let mut c = Config::new(host, target);
+        c.timeout = timeout;
+        for (name, v) in [("client_proxy_get_attempts", attempts), ("client_proxy_max_in_flight", max)] {
+            if let Ok(v) = Config::whole(name, v, (1, 10)) {
+                prop_assert!((1..=10).contains(&v));
+            }
+        }
+        if let Ok(p) = Proxy::<()>::new(c, 1) {
+            let c = p.config();
+            prop_assert!(c.timeout >= 0.1 && c.timeout <= 86_400.0);
+            prop_assert!(c.target.contains('@') && !c.target.contains('/'));
+        }
+    }
+
+    #[test]
+    fn verbatim_and_token_never_overlap(u in text()) {
+        if fits_verbatim(&u) {
+            prop_assert!(!is_token(&u));
+            prop_assert!(u.len() <= 1023);
+        }
+    }
+}
