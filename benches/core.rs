@@ -1,0 +1,80 @@
+//! Criterion benchmarks of the core: a request and its reply with 1, 100 and
+//! 10,000 resources online and 100,000 requests in flight, and expiring
+//! 100,000 deadlines. Run with `cargo bench --bench core`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use client_proxy::core::{Config, Proxy, Stanza, Time, Verdict};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
+
+const P: &str = "proxy.example.org";
+const T: &str = "service@example.org";
+const HELD: usize = 100_000;
+
+fn proxy(resources: usize, held: usize) -> Proxy<u32> {
+    let mut config = Config::new(P, T);
+    config.max_in_flight = 1_000_000;
+    config.max_in_flight_per_requester = 1_000_000;
+    let mut proxy = Proxy::new(config, 7).unwrap();
+    let now = Time::from_micros(1);
+    for r in 0..resources {
+        let from = format!("{T}/r{r}");
+        proxy.handle(Stanza::presence(None, &from, P), now, || None);
+    }
+    for i in 0..held {
+        let u = format!("user{}@example.org/d", i % 1000);
+        let id = format!("held{i}");
+        proxy.handle(Stanza::iq("get", &u, P, &id), now, || Some(0));
+    }
+    proxy
+}
+
+fn request_reply(c: &mut Criterion) {
+    let mut group = c.benchmark_group("request_reply");
+    for resources in [1, 100, 10_000] {
+        let mut p = proxy(resources, HELD);
+        let now = Time::from_micros(2);
+        let u = "alice@example.org/phone";
+        group.bench_with_input(
+            BenchmarkId::from_parameter(resources),
+            &resources,
+            |b, _| {
+                b.iter(|| {
+                    let Verdict::Forward { from, to, .. } =
+                        p.handle(Stanza::iq("get", u, P, "q"), now, || Some(1))
+                    else {
+                        panic!("not forwarded")
+                    };
+                    black_box(p.handle(Stanza::iq("result", &to, &from, "q"), now, || None))
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+fn expire(c: &mut Criterion) {
+    c.bench_function("expire_100000", |b| {
+        b.iter_batched(
+            || proxy(1, HELD),
+            |mut p| {
+                p.expire(Time::from_micros(1).saturating_add(Duration::from_secs(31)));
+                let mut n = 0;
+                while p.poll_action().is_some() {
+                    n += 1;
+                }
+                assert_eq!(n, HELD);
+                p
+            },
+            BatchSize::PerIteration,
+        )
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(3));
+    targets = request_reply, expire
+}
+criterion_main!(benches);
