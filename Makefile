@@ -19,6 +19,10 @@ feature = $(or $(lua_feature_$(1)),$(error LUA must be one of 5.4 5.3 5.2 5.1 ji
 build_dir = target/lua-$(1)
 plugin = build/lua-$(LUA)/mod_client_proxy
 
+# Copies by rename: a running Prosody (or test) that has the library mapped
+# keeps its old file instead of seeing it rewritten under it.
+put = cp $(1) $(2).tmp.$$$$ && mv -f $(2).tmp.$$$$ $(2)
+
 CARGO ?= cargo
 BUSTED ?= lua5.4 /usr/bin/busted
 
@@ -33,12 +37,13 @@ plugin:
 	$(CARGO) build --release --lib --no-default-features --features "module $(call feature,$(LUA))" \
 		--target-dir $(call build_dir,$(LUA))
 	mkdir -p $(plugin)
-	cp lua/mod_client_proxy.lua $(plugin)/
-	cp $(call build_dir,$(LUA))/release/libclient_proxy.so $(plugin)/client_proxy.so
+	$(call put,lua/mod_client_proxy.lua,$(plugin)/mod_client_proxy.lua)
+	$(call put,$(call build_dir,$(LUA))/release/libclient_proxy.so,$(plugin)/client_proxy.so)
 
 install: plugin
 	mkdir -p $(PLUGIN_DIR)/mod_client_proxy
-	cp $(plugin)/mod_client_proxy.lua $(plugin)/client_proxy.so $(PLUGIN_DIR)/mod_client_proxy/
+	$(call put,$(plugin)/mod_client_proxy.lua,$(PLUGIN_DIR)/mod_client_proxy/mod_client_proxy.lua)
+	$(call put,$(plugin)/client_proxy.so,$(PLUGIN_DIR)/mod_client_proxy/client_proxy.so)
 	@echo "Installed into $(PLUGIN_DIR)/mod_client_proxy; add \"$(PLUGIN_DIR)\" to plugin_paths"
 
 # Every Lua that Prosody supports compiles; the 5.4, 5.1 and LuaJIT builds
