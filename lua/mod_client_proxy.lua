@@ -49,17 +49,7 @@ local function load_library()
 end
 
 local lib = load_library();
-local ok, proxy = pcall(lib.new, options);
-if not ok then
-	error(tostring(proxy), 0);
-end
-local target_user, target_host = jid_split(target_address);
-
-local measure_dropped = module:metric("counter", "dropped", "stanzas",
-	"Stanzas dropped or left to Prosody, by reason", { "reason" });
-local measure_rtt = module:metric("histogram", "rtt", "seconds",
-	"Round-trip time of proxied requests", {},
-	{ buckets = { 0.001, 0.01, 0.1, 1, 10, 100 } }):with_labels();
+local proxy;
 
 local function error_iq(to, id, error_type, condition)
 	return st.iq({ type = "error", from = module.host, to = to, id = id })
@@ -88,6 +78,28 @@ local function drain()
 		end
 	end
 end
+
+local ok, new_proxy = pcall(lib.new, options);
+if not ok then
+	-- On a reload, the previous instance left its requests in flight to this
+	-- one and has no hooks or timer any more. Refusing to load leaves the
+	-- module unloaded, so they are answered as on unload (C4), not lost.
+	local saved = module.saved_state;
+	if saved and saved.proxy then
+		proxy = saved.proxy;
+		proxy:close();
+		drain();
+	end
+	error(tostring(new_proxy), 0);
+end
+proxy = new_proxy;
+local target_user, target_host = jid_split(target_address);
+
+local measure_dropped = module:metric("counter", "dropped", "stanzas",
+	"Stanzas dropped or left to Prosody, by reason", { "reason" });
+local measure_rtt = module:metric("histogram", "rtt", "seconds",
+	"Round-trip time of proxied requests", {},
+	{ buckets = { 0.001, 0.01, 0.1, 1, 10, 100 } }):with_labels();
 
 -- One timer, due at the earliest deadline in flight (or earlier). After a
 -- reload, or with a new client_proxy_timeout, that deadline is not always

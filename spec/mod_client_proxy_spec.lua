@@ -675,6 +675,24 @@ describe("mod_client_proxy", function ()
 			assert.same({}, new:take());
 		end);
 
+		it("c4: a reload whose new options are refused answers what was in flight, once", function ()
+			local shim, server = fresh_shim();
+			online(shim, "a");
+			request(shim, "q1");
+			request(shim, "q2", { type = "set" });
+			local ok, err = pcall(server.reload, server, shim, { target_address = T, client_proxy_timeout = 0 });
+			assert.is_false(ok);
+			assert.matches("client_proxy_timeout", err);
+			assert.same({}, shim:take(), "the old instance answers nothing");
+			local sent = server.failed:take();
+			assert.equals(2, #sent);
+			table.sort(sent, function (x, y) return x.attr.id < y.attr.id; end);
+			assert_iq_error(sent[1], U, "q1", "cancel", "service-unavailable");
+			assert_iq_error(sent[2], U, "q2", "cancel", "service-unavailable");
+			server:advance(100);
+			assert.same({}, server.failed:take());
+		end);
+
 		it("c4: a reload keeps the resources online", function ()
 			local shim, server = fresh_shim();
 			online(shim, "a");

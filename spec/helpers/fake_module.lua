@@ -206,6 +206,7 @@ function server_mt:load(options, how)
 		host = M.host;
 		path = plugin_dir.."/mod_client_proxy.lua";
 		reloading = how.reloading or nil;
+		saved_state = how.saved_state; -- what module.save returned, on a reload
 	};
 	inst.module = module;
 
@@ -298,6 +299,7 @@ function server_mt:load(options, how)
 	local ok, err = pcall(chunk);
 	if not ok then
 		inst.loaded = false;
+		server.failed = inst; -- what it sent before failing stays readable
 		error(err, 0);
 	end
 	table.insert(server.instances, inst);
@@ -313,6 +315,7 @@ function server_mt:reload(old, options, how)
 	old:unload();
 	how = how or {};
 	how.reloading = true;
+	how.saved_state = saved;
 	local new = self:load(options, how);
 	new.module.reloading = nil;
 	if new.module.restore then
