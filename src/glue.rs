@@ -5,11 +5,11 @@
 //! keep their own state. Every error is a [`crate::Error`] until it crosses
 //! into Lua here, as a Lua error with its message.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use mlua::{
-    IntoLuaMulti, Lua, LuaString, MultiValue, RegistryKey, Result, Table, UserData,
-    UserDataMethods, Value,
+    IntoLuaMulti, Lua, MultiValue, RegistryKey, Result, Table, UserData, UserDataMethods, Value,
 };
 
 use crate::core::{Action, Config, Kind, Proxy, Stanza, Time, Verdict, GET_ATTEMPTS_RANGE};
@@ -87,18 +87,13 @@ fn config(options: &Table) -> Result<Config> {
     Ok(config)
 }
 
-/// Borrows an optional Lua string as `&str` for the length of `f`.
-fn text(s: &Option<LuaString>) -> Result<Option<mlua::BorrowedStr>> {
-    s.as_ref().map(|s| s.to_str()).transpose()
-}
-
 type StanzaArgs = (
-    LuaString,
-    Option<LuaString>,
-    Option<LuaString>,
-    Option<LuaString>,
-    Option<LuaString>,
-    Option<LuaString>,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
     Option<f64>,
     f64,
     Value,
@@ -111,14 +106,7 @@ impl UserData for Handle {
         //    | "drop", reason | "pass", reason | "done"
         methods.add_method_mut("stanza", |lua, this, args: StanzaArgs| {
             let (name, ty, from, to, id, show, priority, now, stanza) = args;
-            let name = name.to_str()?;
-            let (ty, from, to, id, show) = (
-                text(&ty)?,
-                text(&from)?,
-                text(&to)?,
-                text(&id)?,
-                text(&show)?,
-            );
+            let (ty, from, to, id, show) = (&ty, &from, &to, &id, &show);
             let s = Stanza {
                 kind: Kind::from_name(&name),
                 ty: ty.as_deref(),
@@ -131,15 +119,20 @@ impl UserData for Handle {
             // Kept only where the core may send it again; a stanza that cannot
             // be kept is served all the same, once.
             let keep = || lua.create_registry_value(stanza).ok().map(Rc::new);
-            match this.0.handle(s, Time::from_secs_f64(now), keep) {
-                Verdict::Forward { from, to, rtt } => {
-                    ("forward", from, to, rtt.map(|d| d.as_secs_f64())).into_lua_multi(lua)
-                }
-                Verdict::Reply(e) => ("error", e.0.as_str(), e.1.as_str()).into_lua_multi(lua),
-                Verdict::Drop(r) => ("drop", r.as_str()).into_lua_multi(lua),
-                Verdict::Pass(r) => ("pass", r.as_str()).into_lua_multi(lua),
-                Verdict::Done => "done".into_lua_multi(lua),
-            }
+            // One shape for every verdict, pushed straight onto the stack.
+            let word = |s: &'static str| Some(Cow::Borrowed(s));
+            Ok(match this.0.handle(s, Time::from_secs_f64(now), keep) {
+                Verdict::Forward { from, to, rtt } => (
+                    "forward",
+                    Some(Cow::Owned(from)),
+                    Some(Cow::Owned(to)),
+                    rtt.map(|d| d.as_secs_f64()),
+                ),
+                Verdict::Reply(e) => ("error", word(e.0.as_str()), word(e.1.as_str()), None),
+                Verdict::Drop(r) => ("drop", word(r.as_str()), None, None),
+                Verdict::Pass(r) => ("pass", word(r.as_str()), None, None),
+                Verdict::Done => ("done", None, None, None),
+            })
         });
         // -> "presence", to, type | "error", to, id, type, condition
         //  | "resend", stanza, from, to | "log", level, message | nil
