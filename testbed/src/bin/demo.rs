@@ -42,7 +42,7 @@ async fn run() -> Result<(), String> {
     println!("alice@localhost/laptop online\n");
 
     println!("{REQUESTS} requests from alice to {PROXY}:");
-    let counts = send_requests(&mut alice, "a", REQUESTS, true).await?;
+    let counts = send_requests(&mut alice, "a", REQUESTS).await?;
     print_counts(&counts);
     if counts.len() != 3 {
         return Err(format!(
@@ -54,7 +54,7 @@ async fn run() -> Result<(), String> {
     r2.kill();
     println!("\n{TARGET}/r2 drops its connection; {AFTER} more requests:");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let counts = send_requests(&mut alice, "b", AFTER, true).await?;
+    let counts = send_requests(&mut alice, "b", AFTER).await?;
     print_counts(&counts);
     if counts.contains_key("r2") || counts.values().sum::<usize>() != AFTER {
         return Err(format!("requests after r2 left: {counts:?}"));
@@ -69,7 +69,6 @@ async fn send_requests(
     alice: &mut client_proxy_testbed::Xmpp,
     prefix: &str,
     n: usize,
-    verbose: bool,
 ) -> Result<BTreeMap<String, usize>, String> {
     let mut counts = BTreeMap::new();
     for i in 1..=n {
@@ -85,12 +84,10 @@ async fn send_requests(
             )
         })?;
         let resource = served.attr("resource").unwrap_or("?").to_string();
-        if verbose {
-            println!(
-                "  {id:>4}  served by {TARGET}/{resource:<3}  which saw it from {}",
-                served.attr("from").unwrap_or("?")
-            );
-        }
+        println!(
+            "  {id:>4}  served by {TARGET}/{resource:<3}  which saw it from {}",
+            served.attr("from").unwrap_or("?")
+        );
         *counts.entry(resource).or_insert(0) += 1;
     }
     Ok(counts)
