@@ -1,6 +1,7 @@
 # client_proxy: build, install, test and demo.
 #
 #   make demo                      set up, build, and show it working
+#   make bench                     set up, build, and measure proxied against direct IQs (BENCHMARKS.md)
 #   make test                      set up, build, and run every test
 #   make install PLUGIN_DIR=DIR    put mod_client_proxy/ into Prosody's plugin path
 #   make plugin LUA=5.1            build for another Lua: 5.4 (default), 5.3, 5.2, 5.1, jit
@@ -26,7 +27,7 @@ put = cp $(1) $(2).tmp.$$$$ && mv -f $(2).tmp.$$$$ $(2)
 CARGO ?= cargo
 BUSTED ?= lua5.4 /usr/bin/busted
 
-.PHONY: all setup plugin install test test-lua-variants test-busted test-cargo lint demo clean
+.PHONY: all setup plugin install test test-lua-variants test-busted test-cargo lint demo bench clean
 
 all: plugin
 
@@ -69,10 +70,18 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: setup plugin test-lua-variants test-busted test-cargo
+test: setup plugin lint test-lua-variants test-busted test-cargo
 
 demo: setup plugin
 	CLIENT_PROXY_PLUGIN_DIR=$(CURDIR)/build/lua-$(LUA) $(CARGO) run --release -q -p client_proxy_testbed --bin demo
+
+# A throwaway Prosody (log level info) with the module; the load generator
+# alternates direct and proxied phases and prints the table. Options:
+# BENCH_ARGS="--rounds 5 ...", see `cargo run -p client_proxy_testbed --bin loadgen -- --help`.
+BENCH_ARGS ?=
+bench: setup plugin
+	CLIENT_PROXY_PLUGIN_DIR=$(CURDIR)/build/lua-$(LUA) $(CARGO) run --release -q -p client_proxy_testbed --bin loadgen -- \
+		--spawn --log-level info $(BENCH_ARGS)
 
 clean:
 	rm -rf build target
