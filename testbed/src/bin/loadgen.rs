@@ -965,7 +965,7 @@ async fn run(opts: Arc<Options>, addr: SocketAddr, pid: Option<u32>) -> Result<(
     };
 
     println!(
-        "{} requesters, {} resources, window {}, {} {}, {:.1} s measured after {:.1} s warm-up, \
+        "{} requesters, {} resources, window {}, {} {}, {} s measured after {} s warm-up, \
          {} pairs per load, {} generator thread{}",
         opts.requesters,
         opts.resources,
