@@ -314,13 +314,7 @@ impl<P: Clone> Proxy<P> {
 
     /// A3, A5: every resource went offline.
     fn all_offline(&mut self) {
-        let ids: Vec<ResourceId> = self
-            .resources
-            .names()
-            .iter()
-            .filter_map(|name| self.resources.remove(name))
-            .collect();
-        for id in ids {
+        for id in self.resources.clear() {
             self.settle_lost(id);
         }
     }

@@ -134,9 +134,13 @@ impl Resources {
         self.slots.iter().flatten()
     }
 
-    /// Names of every online resource (to take them all offline).
-    pub fn names(&self) -> Vec<Box<str>> {
-        self.by_name.keys().cloned().collect()
+    /// Takes every resource offline; returns the ids they had.
+    pub fn clear(&mut self) -> Vec<ResourceId> {
+        let ids = self.by_name.drain().map(|(_, id)| id).collect();
+        self.slots.clear();
+        self.free.clear();
+        self.eligible.clear();
+        ids
     }
 }
 

@@ -86,12 +86,6 @@ impl<'a> Stanza<'a> {
         self.priority = priority;
         self
     }
-
-    /// True for the stanza types that must never be answered with an error
-    /// (RFC 6120 §8.2.3, §8.3.1): any `error`, and IQ `result`.
-    pub fn is_unanswerable(&self) -> bool {
-        self.ty == Some("error") || (self.kind == Some(Kind::Iq) && self.ty == Some("result"))
-    }
 }
 
 /// IQ request types.
