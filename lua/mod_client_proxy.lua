@@ -51,6 +51,45 @@ end
 local lib = load_library();
 local proxy;
 
+local hosts = prosody.hosts;
+local full_sessions = prosody.full_sessions;
+
+-- The "iq/full" handler arrays (util.events rebuilds one whenever a handler
+-- is added or removed) known to hold mod_iq's handler and nothing else.
+local plain_iq_full = setmetatable({}, { __mode = "k" });
+
+local function only_mod_iq(host_session)
+	local handlers = host_session.events.get_handlers("iq/full");
+	if not handlers then
+		return false;
+	end
+	local plain = plain_iq_full[handlers];
+	if plain == nil then
+		local mod_iq = host_session.modules.iq;
+		local own = mod_iq and #handlers == 1
+			and mod_iq.module.event_handlers:get(host_session.events, "iq/full");
+		plain = own and own[handlers[1]] ~= nil or false;
+		plain_iq_full[handlers] = plain;
+	end
+	return plain;
+end
+
+-- Sends an IQ. To a session of this server, it is handed over as
+-- mod_iq would, without a second pass through the router, which cost about
+-- a tenth of Prosody's CPU per proxied round trip. Only while mod_iq's is the
+-- host's only "iq/full" handler: modules that filter IQs there
+-- (mod_blocklist, mod_firewall, ...) see every stanza.
+local function send_iq(stanza)
+	local session = full_sessions[stanza.attr.to];
+	if session then
+		local host_session = hosts[session.host];
+		if host_session and only_mod_iq(host_session) and session.send(stanza) then
+			return;
+		end
+	end
+	module:send(stanza);
+end
+
 local function error_iq(to, id, error_type, condition)
 	return st.iq({ type = "error", from = module.host, to = to, id = id })
 		:tag("error", { type = error_type })
@@ -68,11 +107,11 @@ local function drain()
 		elseif kind == "presence" then
 			module:send(st.presence({ from = module.host, to = a, type = b }));
 		elseif kind == "error" then
-			module:send(error_iq(a, b, c, d));
+			send_iq(error_iq(a, b, c, d));
 		elseif kind == "resend" then
 			local stanza = st.clone(a);
 			stanza.attr.from, stanza.attr.to = b, c;
-			module:send(stanza);
+			send_iq(stanza);
 		elseif kind == "log" then
 			module:log(a, "%s", b);
 		end
@@ -165,14 +204,14 @@ local function handle_stanza(event)
 	end
 	if verdict == "forward" then
 		attr.from, attr.to = a, b;
-		module:send(stanza);
+		send_iq(stanza);
 		if c then
 			measure_rtt:sample(c);
 		else
 			arm_timer(now);
 		end
 	elseif verdict == "error" then
-		module:send(st.error_reply(stanza, a, b));
+		send_iq(st.error_reply(stanza, a, b));
 	elseif verdict == "done" then
 		drain();
 	else -- "drop", or "pass": not ours, Prosody may have it

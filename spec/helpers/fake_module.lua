@@ -14,6 +14,8 @@ package.cpath = "/usr/lib/prosody/?.so;" .. package.cpath;
 
 local st = require "util.stanza";
 local jid = require "util.jid";
+local events = require "util.events";
+local multitable = require "util.multitable";
 
 local plugin_dir = assert(os.getenv("CLIENT_PROXY_PLUGIN"),
 	"CLIENT_PROXY_PLUGIN must name the folder that holds mod_client_proxy.lua and client_proxy.so (run `make test-busted`)");
@@ -69,9 +71,10 @@ function M.new_server()
 	local server = setmetatable({
 		clock = 1000.0; -- util.time.monotonic()
 		hosts = {
-			[M.host] = { type = "component" };
-			["example.org"] = { type = "local" };
+			[M.host] = { type = "component", events = events.new(), modules = {} };
+			["example.org"] = { type = "local", events = events.new(), modules = {} };
 		};
+		full_sessions = {}; -- prosody.full_sessions
 		config = { [M.host] = {}; ["example.org"] = {} };
 		accounts = { [M.target] = true };
 		rosters = {};
@@ -134,6 +137,48 @@ local function fakes(server)
 		["core.usermanager"] = usermanager;
 		["util.time"] = time;
 	};
+end
+
+---------------------------------------------------------------------------
+-- Sessions and other modules on the hosts, for the shim's delivery of IQs.
+
+-- A client session bound to `full_jid`, in prosody.full_sessions. Its send
+-- records the stanza and returns `send_result` (default true), as
+-- mod_c2s's does.
+function server_mt:connect(full_jid, send_result)
+	local _, host = jid.split(full_jid);
+	local session = { host = host, full_jid = full_jid, received = {} };
+	if send_result == nil then send_result = true; end
+	function session.send(stanza)
+		table.insert(session.received, stanza);
+		return send_result;
+	end
+	self.full_sessions[full_jid] = session;
+	return session;
+end
+
+function server_mt:disconnect(full_jid)
+	self.full_sessions[full_jid] = nil;
+end
+
+-- Loads a stand-in for mod_iq on `host`: its "iq/full" handler, hooked as
+-- moduleapi does (recorded in module.event_handlers). Returns the module.
+function server_mt:load_mod_iq(host)
+	local h = self.hosts[host];
+	local mod = { event_handlers = multitable.new() };
+	local function on_iq_full() return true; end
+	mod.event_handlers:add(h.events, "iq/full", on_iq_full, true);
+	h.events.add_handler("iq/full", on_iq_full, 0);
+	h.modules.iq = { module = mod };
+	return mod;
+end
+
+-- Hooks a handler of another module on one of the hosts; returns a function
+-- that unhooks it.
+function server_mt:hook(host, event, handler, priority)
+	local h = self.hosts[host];
+	h.events.add_handler(event, handler, priority);
+	return function () h.events.remove_handler(event, handler); end;
 end
 
 ---------------------------------------------------------------------------
@@ -289,7 +334,7 @@ function server_mt:load(options, how)
 	end
 	local env = setmetatable({
 		module = module;
-		prosody = { hosts = server.hosts };
+		prosody = { hosts = server.hosts, full_sessions = server.full_sessions };
 		require = fake_require;
 		package = setmetatable({ loaded = loaded }, { __index = package });
 	}, { __index = _G });
