@@ -5,7 +5,6 @@
 //! keep their own state. Every error is a [`crate::Error`] until it crosses
 //! into Lua here, as a Lua error with its message.
 
-use std::borrow::Cow;
 use std::rc::Rc;
 
 use mlua::{
@@ -120,17 +119,17 @@ impl UserData for Handle {
             // be kept is served all the same, once.
             let keep = || lua.create_registry_value(stanza).ok().map(Rc::new);
             // One shape for every verdict, pushed straight onto the stack.
-            let word = |s: &'static str| Some(Cow::Borrowed(s));
+            let text = |s: &str| lua.create_string(s).map(Some);
             Ok(match this.0.handle(s, Time::from_secs_f64(now), keep) {
                 Verdict::Forward { from, to, rtt } => (
                     "forward",
-                    Some(Cow::Owned(from)),
-                    Some(Cow::Owned(to)),
+                    text(&from)?,
+                    text(&to)?,
                     rtt.map(|d| d.as_secs_f64()),
                 ),
-                Verdict::Reply(e) => ("error", word(e.0.as_str()), word(e.1.as_str()), None),
-                Verdict::Drop(r) => ("drop", word(r.as_str()), None, None),
-                Verdict::Pass(r) => ("pass", word(r.as_str()), None, None),
+                Verdict::Reply(e) => ("error", text(e.0.as_str())?, text(e.1.as_str())?, None),
+                Verdict::Drop(r) => ("drop", text(r.as_str())?, None, None),
+                Verdict::Pass(r) => ("pass", text(r.as_str())?, None, None),
                 Verdict::Done => ("done", None, None, None),
             })
         });

@@ -13,8 +13,13 @@ mod glue;
 pub use error::Error;
 
 /// The Lua module's entry point: `require "client_proxy"` returns its table.
+///
+/// `skip_memory_check` lets mlua push strings and take arguments without a
+/// protected call around each, as Lua's own C libraries do: Prosody sets no
+/// memory limit, so a Lua allocation only fails when the process is out of
+/// memory altogether.
 #[cfg(feature = "module")]
-#[mlua::lua_module]
+#[mlua::lua_module(skip_memory_check)]
 fn client_proxy(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
     glue::exports(lua)
 }

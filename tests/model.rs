@@ -367,7 +367,7 @@ impl Run {
                     genuine,
                     "forwarded a reply that matches nothing: {r} {u} {id}"
                 );
-                prop_assert_eq!((from.as_str(), to.as_str()), (P, u));
+                prop_assert_eq!((&*from, &*to), (P, u));
                 self.model.answer(u, id)?;
             }
             Verdict::Pass(_) => prop_assert!(!genuine, "dropped the genuine reply {r} {u} {id}"),

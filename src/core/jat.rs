@@ -40,6 +40,8 @@ pub(crate) type RequesterId = u32;
 struct Requester {
     jid: Rc<str>,
     token: Option<Box<str>>,
+    /// P/enc(U), the `from` of its requests.
+    proxied: Rc<str>,
     /// Requests in flight from this full JID.
     in_flight: u32,
 }
@@ -49,8 +51,9 @@ struct Requester {
 ///
 /// An entry lives exactly as long as its requests: the tables are empty when
 /// nothing is in flight.
-#[derive(Default)]
 pub(crate) struct Requesters {
+    /// P, the component.
+    host: Box<str>,
     slots: Vec<Option<Requester>>,
     free: Vec<RequesterId>,
     by_jid: HashMap<Rc<str>, RequesterId>,
@@ -65,6 +68,17 @@ pub fn bare(jid: &str) -> &str {
 }
 
 impl Requesters {
+    pub fn new(host: &str) -> Self {
+        Requesters {
+            host: host.into(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_jid: HashMap::new(),
+            by_token: HashMap::new(),
+            per_bare: HashMap::new(),
+        }
+    }
+
     pub fn find(&self, jid: &str) -> Option<RequesterId> {
         self.by_jid.get(jid).copied()
     }
@@ -84,8 +98,15 @@ impl Requesters {
     }
 
     /// Counts one more request for `jid`, adding it if new.
-    pub fn acquire(&mut self, jid: &str, rng: &mut SmallRng) -> RequesterId {
-        let id = match self.find(jid) {
+    /// Counts one request more for `jid`, which [`find`](Self::find) gave
+    /// as `known`.
+    pub fn acquire(
+        &mut self,
+        jid: &str,
+        known: Option<RequesterId>,
+        rng: &mut SmallRng,
+    ) -> RequesterId {
+        let id = match known {
             Some(id) => id,
             None => self.add(jid, rng),
         };
@@ -93,7 +114,12 @@ impl Requesters {
             .as_mut()
             .expect("requester")
             .in_flight += 1;
-        *self.per_bare.entry(bare(jid).into()).or_default() += 1;
+        match self.per_bare.get_mut(bare(jid)) {
+            Some(count) => *count += 1,
+            None => {
+                self.per_bare.insert(bare(jid).into(), 1);
+            }
+        }
         id
     }
 
@@ -108,11 +134,13 @@ impl Requesters {
         if let Some(t) = &token {
             self.by_token.insert(t.clone(), id);
         }
+        let proxied = super::join(&self.host, token.as_deref().unwrap_or(jid)).into();
         let jid: Rc<str> = jid.into();
         self.by_jid.insert(jid.clone(), id);
         let r = Some(Requester {
             jid,
             token,
+            proxied,
             in_flight: 0,
         });
         if id as usize == self.slots.len() {
@@ -143,14 +171,13 @@ impl Requesters {
         }
     }
 
-    pub fn jid(&self, id: RequesterId) -> &str {
+    pub fn jid(&self, id: RequesterId) -> &Rc<str> {
         &self.slots[id as usize].as_ref().expect("requester").jid
     }
 
-    /// enc(U): the resource under which the target sees the requester.
-    pub fn encoded(&self, id: RequesterId) -> &str {
-        let r = self.slots[id as usize].as_ref().expect("requester");
-        r.token.as_deref().unwrap_or(&r.jid)
+    /// P/enc(U).
+    pub fn proxied(&self, id: RequesterId) -> &Rc<str> {
+        &self.slots[id as usize].as_ref().expect("requester").proxied
     }
 
     /// True when nothing is held (every count back to zero).
@@ -187,18 +214,20 @@ mod tests {
     #[test]
     fn tokens_map_back_and_everything_is_released() {
         let mut rng = SmallRng::seed_from_u64(1);
-        let mut rs = Requesters::default();
+        let mut rs = Requesters::new("p.example.org");
         let long = format!("u@example.org/{}", "y".repeat(2000));
-        let a = rs.acquire("u@example.org/a", &mut rng);
-        let l = rs.acquire(&long, &mut rng);
-        assert_eq!(rs.acquire("u@example.org/a", &mut rng), a);
-        assert_eq!(rs.encoded(a), "u@example.org/a");
-        let token = rs.encoded(l).to_owned();
+        let a = rs.acquire("u@example.org/a", None, &mut rng);
+        let l = rs.acquire(&long, None, &mut rng);
+        let known = rs.find("u@example.org/a");
+        assert_eq!(known, Some(a));
+        assert_eq!(rs.acquire("u@example.org/a", known, &mut rng), a);
+        assert_eq!(&**rs.proxied(a), "p.example.org/u@example.org/a");
+        let token = rs.proxied(l)["p.example.org/".len()..].to_owned();
         assert!(is_token(&token) && token.len() == 17, "{token}");
         assert_eq!(rs.decode(&token), Some(l));
         assert_eq!(rs.decode("u@example.org/a"), Some(a));
         assert_eq!(rs.decode("@0000000000000000"), None);
-        assert_eq!(rs.jid(l), long);
+        assert_eq!(&**rs.jid(l), long);
         assert_eq!(rs.count_bare("u@example.org/other"), 3);
         rs.release(a);
         rs.release(l);

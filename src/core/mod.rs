@@ -22,13 +22,13 @@
 //! // ...a request goes to it, with the requester's JID as the resource...
 //! let get = Stanza::iq("get", "alice@example.org/phone", "proxy.example.org", "q1");
 //! let Verdict::Forward { from, to, .. } = proxy.handle(get, t0, || None) else { panic!() };
-//! assert_eq!(from, "proxy.example.org/alice@example.org/phone");
-//! assert_eq!(to, "service@example.org/a");
+//! assert_eq!(&*from, "proxy.example.org/alice@example.org/phone");
+//! assert_eq!(&*to, "service@example.org/a");
 //!
 //! // ...and the reply goes back to the requester.
 //! let reply = Stanza::iq("result", "service@example.org/a", &from, "q1");
 //! let Verdict::Forward { from, to, .. } = proxy.handle(reply, t0, || None) else { panic!() };
-//! assert_eq!((from.as_str(), to.as_str()), ("proxy.example.org", "alice@example.org/phone"));
+//! assert_eq!((&*from, &*to), ("proxy.example.org", "alice@example.org/phone"));
 //! assert_eq!(proxy.in_flight(), 0);
 //! ```
 
@@ -40,6 +40,7 @@ mod stanza;
 mod time;
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::Duration;
 
 use rand::{rngs::SmallRng, SeedableRng};
@@ -90,6 +91,8 @@ pub struct Proxy<P = ()> {
     resources: Resources,
     flights: Flights<P>,
     requesters: Requesters,
+    /// P, the `from` of every reply forwarded.
+    host: Rc<str>,
     actions: VecDeque<Action<P>>,
     rng: SmallRng,
     stats: Stats,
@@ -102,10 +105,11 @@ impl<P: Clone> Proxy<P> {
         let config = config.validate()?;
         Ok(Proxy {
             timeout: config.timeout(),
-            config,
-            resources: Resources::default(),
+            resources: Resources::new(&config.target),
             flights: Flights::default(),
-            requesters: Requesters::default(),
+            requesters: Requesters::new(&config.host),
+            host: config.host.as_str().into(),
+            config,
             actions: VecDeque::new(),
             rng: SmallRng::seed_from_u64(seed),
             stats: Stats::default(),
@@ -214,7 +218,7 @@ impl<P: Clone> Proxy<P> {
         let Some(resource) = self.resources.choose(&mut self.rng) else {
             return reply(ErrorType::Cancel, Condition::ServiceUnavailable);
         };
-        let rq = self.requesters.acquire(s.from, &mut self.rng);
+        let rq = self.requesters.acquire(s.from, known, &mut self.rng);
         let payload = (method == Method::Get && self.config.get_attempts > 1)
             .then(payload)
             .flatten();
@@ -223,8 +227,8 @@ impl<P: Clone> Proxy<P> {
             .insert(rq, id, resource, now, deadline, payload);
         self.stats.requests += 1;
         Verdict::Forward {
-            from: self.proxied_from(rq),
-            to: self.resource_jid(resource),
+            from: self.requesters.proxied(rq).clone(),
+            to: self.resources.jid(resource).clone(),
             rtt: None,
         }
     }
@@ -295,11 +299,11 @@ impl<P: Clone> Proxy<P> {
             return Verdict::Pass(DropReason::Unmatched);
         };
         let flight = self.flights.remove(f);
-        let to = self.requesters.jid(flight.requester).to_owned();
+        let to = self.requesters.jid(flight.requester).clone();
         self.requesters.release(flight.requester);
         self.stats.replies += 1;
         Verdict::Forward {
-            from: self.config.host.clone(),
+            from: self.host.clone(),
             to,
             rtt: Some(now.saturating_since(flight.sent_at)),
         }
@@ -337,8 +341,8 @@ impl<P: Clone> Proxy<P> {
                     let flight = self.flights.get(f);
                     let action = Action::Resend {
                         payload: flight.payload.clone().expect("kept for a retry"),
-                        from: self.proxied_from(flight.requester),
-                        to: self.resource_jid(resource),
+                        from: self.requesters.proxied(flight.requester).to_string(),
+                        to: self.resources.jid(resource).to_string(),
                     };
                     self.actions.push_back(action);
                     self.stats.resent += 1;
@@ -358,7 +362,7 @@ impl<P: Clone> Proxy<P> {
     /// Answers a request with an error and forgets it.
     fn fail(&mut self, f: FlightId, error: StanzaError) {
         let flight = self.flights.remove(f);
-        let to = self.requesters.jid(flight.requester).to_owned();
+        let to = self.requesters.jid(flight.requester).to_string();
         self.requesters.release(flight.requester);
         self.stats.failed += 1;
         self.actions.push_back(Action::Error {
@@ -420,16 +424,6 @@ impl<P: Clone> Proxy<P> {
     /// requester, no token, no count.
     pub fn is_settled(&self) -> bool {
         self.flights.len() == 0 && self.requesters.is_empty() && self.actions.is_empty()
-    }
-
-    /// P/enc(U).
-    fn proxied_from(&self, rq: jat::RequesterId) -> String {
-        join(&self.config.host, self.requesters.encoded(rq))
-    }
-
-    /// T/r.
-    fn resource_jid(&self, id: ResourceId) -> String {
-        join(&self.config.target, self.resources.name(id))
     }
 }
 

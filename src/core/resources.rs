@@ -1,6 +1,7 @@
 //! The target's resources that are online, and the choice among them.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use rand::{rngs::SmallRng, RngExt};
 
@@ -11,6 +12,8 @@ pub(crate) type ResourceId = u32;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resource {
     pub name: Box<str>,
+    /// T/name, handed out with every request sent to it.
+    pub(crate) jid: Rc<str>,
     pub show: Option<Box<str>>,
     pub priority: i32,
     /// Its place in `Resources::eligible`, if it is there.
@@ -26,8 +29,9 @@ impl Resource {
 }
 
 /// The online resources, with an O(1) uniform choice among the eligible ones.
-#[derive(Default)]
 pub(crate) struct Resources {
+    /// The bare JID they are resources of.
+    account: Box<str>,
     slots: Vec<Option<Resource>>,
     free: Vec<ResourceId>,
     by_name: HashMap<Box<str>, ResourceId>,
@@ -35,6 +39,16 @@ pub(crate) struct Resources {
 }
 
 impl Resources {
+    pub fn new(account: &str) -> Self {
+        Resources {
+            account: account.into(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_name: HashMap::new(),
+            eligible: Vec::new(),
+        }
+    }
+
     /// Records presence from `name`; returns its id.
     pub fn upsert(&mut self, name: &str, show: Option<&str>, priority: i32) -> ResourceId {
         let id = match self.by_name.get(name) {
@@ -42,6 +56,7 @@ impl Resources {
             None => {
                 let resource = Resource {
                     name: name.into(),
+                    jid: super::join(&self.account, name).into(),
                     show: None,
                     priority: 0,
                     eligible_at: None,
@@ -112,9 +127,9 @@ impl Resources {
         self.slots.get(id as usize)?.as_ref()
     }
 
-    /// The name of an online resource.
-    pub fn name(&self, id: ResourceId) -> &str {
-        &self.get(id).expect("online resource").name
+    /// The full JID of an online resource.
+    pub fn jid(&self, id: ResourceId) -> &Rc<str> {
+        &self.get(id).expect("online resource").jid
     }
 
     /// A uniformly random eligible resource.
@@ -151,7 +166,7 @@ mod tests {
 
     #[test]
     fn eligibility_follows_priority_and_choice_is_uniform() {
-        let mut rs = Resources::default();
+        let mut rs = Resources::new("t@example.org");
         let a = rs.upsert("a", None, 0);
         let b = rs.upsert("b", Some("away"), 5);
         let c = rs.upsert("c", None, -1);
@@ -174,6 +189,7 @@ mod tests {
             assert_eq!(rs.choose(&mut rng), Some(c));
         }
         assert_eq!(rs.get(a).unwrap().priority, -5);
+        assert_eq!(&**rs.jid(a), "t@example.org/a");
         rs.remove("c");
         assert_eq!(rs.choose(&mut rng), None);
         assert_eq!(rs.online(), 1);

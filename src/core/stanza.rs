@@ -6,6 +6,7 @@
 //! it, which is what lets the core stay small and free of any XML library.
 
 use std::fmt;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// The three kinds of stanza (RFC 6120 §8).
@@ -182,8 +183,8 @@ impl DropReason {
 pub enum Verdict {
     /// Rewrite `from` and `to`, keep the rest, and send it.
     Forward {
-        from: String,
-        to: String,
+        from: Rc<str>,
+        to: Rc<str>,
         /// For a reply: how long its request was in flight.
         rtt: Option<Duration>,
     },
