@@ -97,9 +97,8 @@ impl Requesters {
         self.per_bare.get(bare(jid)).copied().unwrap_or(0)
     }
 
-    /// Counts one more request for `jid`, adding it if new.
-    /// Counts one request more for `jid`, which [`find`](Self::find) gave
-    /// as `known`.
+    /// Counts one more request for `jid`, adding it if new; `known` is what
+    /// [`find`](Self::find) gave for it.
     pub fn acquire(
         &mut self,
         jid: &str,
