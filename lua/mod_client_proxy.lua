@@ -49,7 +49,7 @@ local function load_library()
 end
 
 local lib = load_library();
-local proxy;
+local proxy, route;
 
 local hosts = prosody.hosts;
 local full_sessions = prosody.full_sessions;
@@ -131,7 +131,7 @@ if not ok then
 	end
 	error(tostring(new_proxy), 0);
 end
-proxy = new_proxy;
+proxy, route = new_proxy, new_proxy:router();
 local target_user, target_host = jid_split(target_address);
 
 local measure_dropped = module:metric("counter", "dropped", "stanzas",
@@ -193,8 +193,8 @@ local function handle_stanza(event)
 		priority = tonumber(stanza:get_child_text("priority"));
 	end
 	local now = monotonic();
-	local ok, verdict, a, b, c = pcall(proxy.stanza, proxy, name, attr.type,
-		attr.from, attr.to, attr.id, show, priority, now, stanza);
+	local ok, verdict, a, b, c = pcall(route, name, attr.type, attr.from, attr.to,
+		attr.id, show, priority, now, stanza);
 	if not ok then
 		module:log("error", "Failed to route %s: %s", describe(stanza), tostring(verdict));
 		if name == "iq" and (attr.type == "get" or attr.type == "set") then
@@ -291,7 +291,7 @@ function module.restore(data)
 	if not ok then
 		module:log("error", "Keeping the previous options: %s", tostring(err));
 	end
-	proxy = data.proxy;
+	proxy, route = data.proxy, data.proxy:router();
 	arm_timer(monotonic());
 end
 

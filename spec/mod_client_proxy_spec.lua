@@ -864,7 +864,7 @@ describe("mod_client_proxy", function ()
 	end);
 
 	describe("failure containment", function ()
-		-- The real library, with a proxy whose :stanza raises.
+		-- The real library, with a proxy whose router raises.
 		local function failing_library(message)
 			local path = fake.plugin_dir.."/client_proxy.so";
 			local real = assert(package.loadlib(path, "luaopen_client_proxy"))();
@@ -873,7 +873,9 @@ describe("mod_client_proxy", function ()
 				new = function (options)
 					local inner = real.new(options);
 					return setmetatable({
-						stanza = function () error(message, 0); end;
+						router = function ()
+							return function () error(message, 0); end;
+						end;
 					}, {
 						__index = function (_, name)
 							return function (_, ...) return inner[name](inner, ...); end;

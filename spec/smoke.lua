@@ -5,15 +5,20 @@ local path = assert(arg[1], "usage: smoke.lua LIBRARY");
 local open = assert(package.loadlib(path, "luaopen_client_proxy"));
 local lib = open();
 local proxy = lib.new({ host = "proxy.example", target = "svc@example", seed = 1 });
+local route = proxy:router();
 
-assert(proxy:stanza("presence", nil, "svc@example/a", "proxy.example", nil, nil, 0, 1.0) == "done");
-local verdict, from, to = proxy:stanza("iq", "get", "u@example/r", "proxy.example", "q1", nil, nil, 1.0);
+assert(route("presence", nil, "svc@example/a", "proxy.example", nil, nil, 0, 1.0) == "done");
+local verdict, from, to = route("iq", "get", "u@example/r", "proxy.example", "q1", nil, nil, 1.0);
 assert(verdict == "forward", verdict);
 assert(from == "proxy.example/u@example/r", from);
 assert(to == "svc@example/a", to);
-local verdict2, from2, to2, rtt = proxy:stanza("iq", "result", "svc@example/a", from, "q1", nil, nil, 1.25);
+local verdict2, from2, to2, rtt = route("iq", "result", "svc@example/a", from, "q1", nil, nil, 1.25);
 assert(verdict2 == "forward" and from2 == "proxy.example" and to2 == "u@example/r", verdict2);
 assert(math.abs(rtt - 0.25) < 1e-9, rtt);
+
+local ok_arg, err_arg = pcall(route, "iq", {}, "u@example/r", "proxy.example", "q2", nil, nil, 1.5);
+assert(not ok_arg and tostring(err_arg):find("#2 (type)", 1, true), tostring(err_arg));
+assert(route("iq", "get", "u@example/r", "proxy.example", "q3", nil, nil, 1.5) == "forward");
 
 local ok, err = pcall(lib.new, { host = "proxy.example", target = "svc@example", timeout = 0 });
 assert(not ok and tostring(err):find("client_proxy_timeout", 1, true), tostring(err));

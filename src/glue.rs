@@ -4,12 +4,20 @@
 //! module instance, so several component hosts, and a reloaded module, each
 //! keep their own state. Every error is a [`crate::Error`] until it crosses
 //! into Lua here, as a Lua error with its message.
+//!
+//! Each stanza goes through a plain Lua C function, the handle's router,
+//! rather than an mlua method: it reads the arguments in place and pushes the
+//! verdict straight onto the stack, which costs a fraction of mlua's generic
+//! conversions on the path every request and reply takes. Everything else
+//! (options, actions, statistics) goes through mlua.
 
+use std::cell::{Cell, RefCell, RefMut};
+use std::ffi::c_int;
+use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
+use std::{mem, slice, str};
 
-use mlua::{
-    IntoLuaMulti, Lua, MultiValue, RegistryKey, Result, Table, UserData, UserDataMethods, Value,
-};
+use mlua::{ffi, IntoLuaMulti, Lua, MultiValue, Result, Table, UserData, UserDataMethods, Value};
 
 use crate::core::{Action, Config, Kind, Proxy, Stanza, Time, Verdict, GET_ATTEMPTS_RANGE};
 use crate::core::{DropReason, MAX_IN_FLIGHT_RANGE};
@@ -21,11 +29,42 @@ impl From<Error> for mlua::Error {
     }
 }
 
-/// A reference to the Lua stanza of a `get`, kept to send it again (C3).
-type Payload = Rc<RegistryKey>;
+/// Registry references to stanzas the core no longer holds, freed by the next
+/// call that has the Lua state at hand.
+type Released = Rc<Cell<Vec<c_int>>>;
+
+/// The Lua stanza of a `get`, kept in the registry to send it again (C3).
+struct Kept {
+    id: c_int,
+    released: Released,
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        let mut ids = self.released.take();
+        ids.push(self.id);
+        self.released.set(ids);
+    }
+}
+
+type Payload = Rc<Kept>;
+
+/// What a module instance's handle and its routers share.
+struct Shared {
+    proxy: RefCell<Proxy<Payload>>,
+    released: Released,
+}
+
+impl Shared {
+    /// The core, for one call. Nothing here calls back into Lua, so no call
+    /// can find it borrowed by another.
+    fn proxy(&self) -> RefMut<'_, Proxy<Payload>> {
+        self.proxy.borrow_mut()
+    }
+}
 
 /// The userdata a module instance holds.
-struct Handle(Proxy<Payload>);
+struct Handle(Rc<Shared>);
 
 /// The module's table.
 pub fn exports(lua: &Lua) -> Result<Table> {
@@ -44,7 +83,10 @@ fn new(options: &Table) -> Result<Handle> {
         Some(seed) => seed as u64,
         None => rand::random(),
     };
-    Ok(Handle(Proxy::new(config, seed)?))
+    Ok(Handle(Rc::new(Shared {
+        proxy: RefCell::new(Proxy::new(config, seed)?),
+        released: Released::default(),
+    })))
 }
 
 /// Reads the options table that the shim builds from Prosody's config.
@@ -86,84 +128,35 @@ fn config(options: &Table) -> Result<Config> {
     Ok(config)
 }
 
-type StanzaArgs = (
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<f64>,
-    f64,
-    Value,
-);
-
 impl UserData for Handle {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        // name, type, from, to, id, show, priority, now, stanza
-        //   -> "forward", from, to, rtt | "error", type, condition
-        //    | "drop", reason | "pass", reason | "done"
-        methods.add_method_mut("stanza", |lua, this, args: StanzaArgs| {
-            let (name, ty, from, to, id, show, priority, now, stanza) = args;
-            let (ty, from, to, id, show) = (&ty, &from, &to, &id, &show);
-            let s = Stanza {
-                kind: Kind::from_name(&name),
-                ty: ty.as_deref(),
-                from: from.as_deref().unwrap_or_default(),
-                to: to.as_deref().unwrap_or_default(),
-                id: id.as_deref(),
-                show: show.as_deref(),
-                priority: priority.unwrap_or(0.0).clamp(-128.0, 127.0) as i32,
-            };
-            // Kept only where the core may send it again; a stanza that cannot
-            // be kept is served all the same, once.
-            let keep = || lua.create_registry_value(stanza).ok().map(Rc::new);
-            // One shape for every verdict, pushed straight onto the stack.
-            let text = |s: &str| lua.create_string(s).map(Some);
-            Ok(match this.0.handle(s, Time::from_secs_f64(now), keep) {
-                Verdict::Forward { from, to, rtt } => (
-                    "forward",
-                    text(&from)?,
-                    text(&to)?,
-                    rtt.map(|d| d.as_secs_f64()),
-                ),
-                Verdict::Reply(e) => ("error", text(e.0.as_str())?, text(e.1.as_str())?, None),
-                Verdict::Drop(r) => ("drop", text(r.as_str())?, None, None),
-                Verdict::Pass(r) => ("pass", text(r.as_str())?, None, None),
-                Verdict::Done => ("done", None, None, None),
-            })
-        });
+        // -> route(name, type, from, to, id, show, priority, now, stanza)
+        methods.add_method("router", |lua, this, ()| router(lua, &this.0));
         // -> "presence", to, type | "error", to, id, type, condition
         //  | "resend", stanza, from, to | "log", level, message | nil
-        methods.add_method_mut("poll", |lua, this, ()| poll(lua, &mut this.0));
-        methods.add_method_mut("start", |_, this, ()| {
-            this.0.start();
+        methods.add_method("poll", |lua, this, ()| poll(lua, &mut this.0.proxy()));
+        methods.add_method("start", |_, this, ()| {
+            this.0.proxy().start();
             Ok(())
         });
-        methods.add_method_mut("expire", |_, this, now: f64| {
-            this.0.expire(Time::from_secs_f64(now));
-            Ok(())
+        methods.add_method("expire", |lua, this, now: f64| {
+            this.0.proxy().expire(Time::from_secs_f64(now));
+            release_later(lua, &this.0.released)
         });
         methods.add_method("next_deadline", |_, this, ()| {
-            Ok(this.0.next_deadline().map(Time::as_secs_f64))
+            Ok(this.0.proxy().next_deadline().map(Time::as_secs_f64))
         });
-        methods.add_method_mut("close", |_, this, ()| {
-            this.0.close();
-            Ok(())
+        methods.add_method("close", |lua, this, ()| {
+            this.0.proxy().close();
+            release_later(lua, &this.0.released)
         });
-        methods.add_method_mut("reconfigure", |_, this, options: Table| {
-            Ok(this.0.reconfigure(config(&options)?)?)
+        methods.add_method("reconfigure", |_, this, options: Table| {
+            Ok(this.0.proxy().reconfigure(config(&options)?)?)
         });
-        methods.add_method("stats", |lua, this, ()| stats(lua, &this.0));
-        // A fault to inject, so that tests see what a panic in the core
-        // becomes on the Lua side.
-        #[cfg(test)]
-        methods.add_method_mut("panic", |_, _, ()| -> Result<()> {
-            panic!("injected fault")
-        });
+        methods.add_method("stats", |lua, this, ()| stats(lua, &this.0.proxy()));
         methods.add_method("resources", |lua, this, ()| {
             let list = lua.create_table()?;
-            for r in this.0.resources() {
+            for r in this.0.proxy().resources() {
                 let t = lua.create_table()?;
                 t.set("name", &*r.name)?;
                 t.set("show", r.show.as_deref())?;
@@ -175,6 +168,193 @@ impl UserData for Handle {
     }
 }
 
+/// The upvalue of a router: a userdata holding this, emptied by its `__gc`.
+type Slot = Option<Rc<Shared>>;
+
+/// A new router of this instance: a C closure whose one upvalue is a
+/// userdata holding the shared state.
+fn router(lua: &Lua, shared: &Rc<Shared>) -> Result<mlua::Function> {
+    let slot: Slot = Some(shared.clone());
+    // SAFETY: the userdata is sized and (as all Lua userdata) aligned for a
+    // `Slot`, and written before anything else can see it.
+    unsafe {
+        lua.exec_raw((), move |state| {
+            let ud = ffi::lua_newuserdata(state, mem::size_of::<Slot>());
+            ud.cast::<Slot>().write(slot);
+            ffi::lua_createtable(state, 0, 1);
+            ffi::lua_pushcfunction(state, drop_shared);
+            ffi::lua_setfield(state, -2, c"__gc".as_ptr());
+            ffi::lua_setmetatable(state, -2);
+            ffi::lua_pushcclosure(state, route, 1);
+        })
+    }
+}
+
+unsafe extern "C-unwind" fn drop_shared(state: *mut ffi::lua_State) -> c_int {
+    let slot = &mut *ffi::lua_touserdata(state, 1).cast::<Slot>();
+    // Dropping frees Rust memory only, and must not unwind into Lua.
+    let _ = panic::catch_unwind(AssertUnwindSafe(|| drop(slot.take())));
+    0
+}
+
+/// `route(name, type, from, to, id, show, priority, now, stanza)`
+///   -> "forward", from, to, rtt | "error", type, condition
+///    | "drop", reason | "pass", reason | "done"
+///
+/// Raises a Lua error for arguments of the wrong type, and for a panic, once
+/// no Rust value that needs dropping is left on this frame.
+unsafe extern "C-unwind" fn route(state: *mut ffi::lua_State) -> c_int {
+    let message = match panic::catch_unwind(AssertUnwindSafe(|| route_stanza(state))) {
+        Ok(Ok(results)) => return results,
+        Ok(Err(e)) => e.to_string(),
+        Err(panic) => panic_message(panic),
+    };
+    push(state, &message);
+    drop(message);
+    ffi::lua_error(state)
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    let text = match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => s,
+        (_, Some(s)) => s.as_str(),
+        _ => "unknown panic",
+    };
+    format!("client_proxy panicked: {text}")
+}
+
+/// The body of [`route`]. Lua can raise here only when it is out of memory,
+/// as with mlua's `skip_memory_check` (see `lib.rs`).
+unsafe fn route_stanza(state: *mut ffi::lua_State) -> std::result::Result<c_int, Error> {
+    let slot = &*ffi::lua_touserdata(state, ffi::lua_upvalueindex(1)).cast::<Slot>();
+    let shared = slot
+        .as_ref()
+        .ok_or_else(|| Error::Argument("router finalized".into()))?;
+    let name = text(state, 1, "name")?.unwrap_or_default();
+    #[cfg(test)]
+    if name == "panic" {
+        panic!("injected fault");
+    }
+    let s = Stanza {
+        kind: Kind::from_name(name),
+        ty: text(state, 2, "type")?,
+        from: text(state, 3, "from")?.unwrap_or_default(),
+        to: text(state, 4, "to")?.unwrap_or_default(),
+        id: text(state, 5, "id")?,
+        show: text(state, 6, "show")?,
+        priority: number(state, 7, "priority")?
+            .unwrap_or(0.0)
+            .clamp(-128.0, 127.0) as i32,
+    };
+    let now = number(state, 8, "now")?
+        .ok_or_else(|| Error::Argument("#8 (now) must be a number".into()))?;
+    release(state, &shared.released);
+    // Kept only where the core may send it again; a stanza that cannot be
+    // kept is served all the same, once.
+    let keep = || {
+        if ffi::lua_type(state, 9) <= ffi::LUA_TNIL {
+            return None;
+        }
+        ffi::lua_pushvalue(state, 9);
+        let id = ffi::luaL_ref(state, ffi::LUA_REGISTRYINDEX);
+        Some(Rc::new(Kept {
+            id,
+            released: shared.released.clone(),
+        }))
+    };
+    let verdict = shared.proxy().handle(s, Time::from_secs_f64(now), keep);
+    // A C function has room for 20 values on its stack.
+    Ok(match verdict {
+        Verdict::Forward { from, to, rtt } => {
+            push(state, "forward");
+            push(state, &from);
+            push(state, &to);
+            match rtt {
+                Some(rtt) => ffi::lua_pushnumber(state, rtt.as_secs_f64()),
+                None => ffi::lua_pushnil(state),
+            }
+            4
+        }
+        Verdict::Reply(e) => {
+            push(state, "error");
+            push(state, e.0.as_str());
+            push(state, e.1.as_str());
+            3
+        }
+        Verdict::Drop(reason) => {
+            push(state, "drop");
+            push(state, reason.as_str());
+            2
+        }
+        Verdict::Pass(reason) => {
+            push(state, "pass");
+            push(state, reason.as_str());
+            2
+        }
+        Verdict::Done => {
+            push(state, "done");
+            1
+        }
+    })
+}
+
+unsafe fn push(state: *mut ffi::lua_State, s: &str) {
+    ffi::lua_pushlstring(state, s.as_ptr().cast(), s.len());
+}
+
+/// Argument `i`: a string, borrowed from the Lua stack for this call, or nil.
+unsafe fn text<'a>(
+    state: *mut ffi::lua_State,
+    i: c_int,
+    what: &str,
+) -> std::result::Result<Option<&'a str>, Error> {
+    match ffi::lua_type(state, i) {
+        ffi::LUA_TNONE | ffi::LUA_TNIL => Ok(None),
+        ffi::LUA_TSTRING => {
+            let mut len = 0;
+            let data = ffi::lua_tolstring(state, i, &mut len);
+            str::from_utf8(slice::from_raw_parts(data.cast::<u8>(), len))
+                .map(Some)
+                .map_err(|_| Error::Argument(format!("#{i} ({what}) is not UTF-8")))
+        }
+        _ => Err(Error::Argument(format!(
+            "#{i} ({what}) must be a string or nil"
+        ))),
+    }
+}
+
+/// Argument `i`: a number, or nil.
+unsafe fn number(
+    state: *mut ffi::lua_State,
+    i: c_int,
+    what: &str,
+) -> std::result::Result<Option<f64>, Error> {
+    match ffi::lua_type(state, i) {
+        ffi::LUA_TNONE | ffi::LUA_TNIL => Ok(None),
+        ffi::LUA_TNUMBER => Ok(Some(ffi::lua_tonumber(state, i))),
+        _ => Err(Error::Argument(format!(
+            "#{i} ({what}) must be a number or nil"
+        ))),
+    }
+}
+
+/// Frees the registry references of stanzas the core has let go of.
+unsafe fn release(state: *mut ffi::lua_State, released: &Released) {
+    let mut ids = released.take();
+    for &id in &ids {
+        ffi::luaL_unref(state, ffi::LUA_REGISTRYINDEX, id);
+    }
+    ids.clear();
+    // Nothing is released while luaL_unref runs; the capacity is kept.
+    released.set(ids);
+}
+
+/// [`release`] from an mlua method.
+fn release_later(lua: &Lua, released: &Released) -> Result<()> {
+    // SAFETY: unref only touches the registry.
+    unsafe { lua.exec_raw((), |state| release(state, released)) }
+}
+
 fn poll(lua: &Lua, proxy: &mut Proxy<Payload>) -> Result<MultiValue> {
     match proxy.poll_action() {
         None => Ok(MultiValue::new()),
@@ -183,7 +363,12 @@ fn poll(lua: &Lua, proxy: &mut Proxy<Payload>) -> Result<MultiValue> {
             ("error", to, id, error.0.as_str(), error.1.as_str()).into_lua_multi(lua)
         }
         Some(Action::Resend { payload, from, to }) => {
-            let stanza = lua.registry_value::<Value>(&payload)?;
+            // SAFETY: pushes the registry entry the payload owns.
+            let stanza: Value = unsafe {
+                lua.exec_raw((), |state| {
+                    ffi::lua_rawgeti(state, ffi::LUA_REGISTRYINDEX, payload.id.into());
+                })?
+            };
             ("resend", stanza, from, to).into_lua_multi(lua)
         }
         Some(Action::Log { level, message }) => {
@@ -216,7 +401,10 @@ mod tests {
     use super::*;
 
     fn lua() -> Lua {
-        let lua = Lua::new();
+        with_library(Lua::new())
+    }
+
+    fn with_library(lua: Lua) -> Lua {
         lua.globals()
             .set("client_proxy", exports(&lua).unwrap())
             .unwrap();
@@ -230,9 +418,10 @@ mod tests {
             .load(
                 r#"
                 local p = client_proxy.new({ host = "p.example", target = "s@example", seed = 3 })
-                assert(p:stanza("presence", nil, "s@example/a", "p.example", nil, "away", 2, 0) == "done")
+                local route = p:router()
+                assert(route("presence", nil, "s@example/a", "p.example", nil, "away", 2, 0) == "done")
                 assert(p:resources()[1].show == "away" and p:resources()[1].priority == 2)
-                return p:stanza("iq", "get", "u@example/r", "p.example", "1", nil, nil, 0, {})
+                return route("iq", "get", "u@example/r", "p.example", "1", nil, nil, 0, {})
                 "#,
             )
             .eval()
@@ -255,22 +444,80 @@ mod tests {
         );
     }
 
+    /// Calls the router with `args` in a pcall, then routes a `get`:
+    /// whether the call succeeded, its error, and the verdict on the `get`.
+    fn call_then_get(args: &str) -> (bool, String, String) {
+        lua()
+            .load(format!(
+                r#"
+                local route = client_proxy.new({{ host = "p.example", target = "s@example" }}):router()
+                local ok, err = pcall(route, {args})
+                local after = route("iq", "get", "u@example/r", "p.example", "1", nil, nil, 0)
+                return ok, tostring(err), after
+                "#
+            ))
+            .eval()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_bad_argument_to_the_router_is_a_lua_error_naming_it() {
+        let (ok, message, after) =
+            call_then_get(r#""iq", "get", "u@example/r", "p.example", "1", nil, nil, "soon""#);
+        assert!(!ok);
+        assert_eq!(message, "bad argument: #8 (now) must be a number or nil");
+        assert_eq!(after, "error");
+    }
+
     #[test]
     fn a_panic_in_a_call_becomes_a_lua_error_and_the_handle_lives_on() {
-        let (ok, message, after): (bool, String, String) = lua()
+        let (ok, message, after) =
+            call_then_get(r#""panic", nil, "u@example/r", "p.example", "1", nil, nil, 0"#);
+        assert!(!ok);
+        assert!(message.contains("injected fault"), "{message}");
+        assert_eq!(after, "error");
+    }
+
+    #[test]
+    fn kept_stanzas_leave_the_registry_once_settled() {
+        // SAFETY: the debug library, to read the registry, and nothing else.
+        let lua = with_library(unsafe { Lua::unsafe_new() });
+        let counts: Vec<u32> = lua
             .load(
                 r#"
-                local p = client_proxy.new({ host = "p.example", target = "s@example" })
-                local ok, err = pcall(p.panic, p)
-                local after = p:stanza("iq", "get", "u@example/r", "p.example", "1", nil, nil, 0)
-                return ok, tostring(err), after
+                local function kept()
+                    local n = 0
+                    for _, v in pairs(debug.getregistry()) do
+                        if type(v) == "table" and v.kept then n = n + 1 end
+                    end
+                    return n
+                end
+                local p = client_proxy.new({ host = "p.example", target = "s@example", timeout = 5 })
+                local route = p:router()
+                route("presence", nil, "s@example/a", "p.example", nil, nil, 0, 0)
+                for i = 1, 100 do
+                    local _, from = route("iq", "get", "u@example/r", "p.example", tostring(i), nil, nil, 0, { kept = true })
+                    route("iq", "result", "s@example/a", from, tostring(i), nil, nil, 0)
+                end
+                local counts = { kept() }
+                route("presence", nil, "s@example/a", "p.example", nil, nil, 0, 0)
+                counts[#counts + 1] = kept()
+                route("iq", "get", "u@example/r", "p.example", "t", nil, nil, 0, { kept = true })
+                route("iq", "set", "u@example/r", "p.example", "c", nil, nil, 0, { kept = true })
+                counts[#counts + 1] = kept()
+                p:expire(10)
+                counts[#counts + 1] = kept()
+                route("iq", "get", "u@example/r", "p.example", "u", nil, nil, 10, { kept = true })
+                p:close()
+                counts[#counts + 1] = kept()
+                return counts
                 "#,
             )
             .eval()
             .unwrap();
-        assert!(!ok);
-        assert!(message.contains("injected fault"), "{message}");
-        assert_eq!(after, "error");
+        // Released at the next call; a set is never kept; expiry and close
+        // release at once.
+        assert_eq!(counts, [1, 0, 1, 0, 0]);
     }
 
     #[test]
@@ -279,11 +526,12 @@ mod tests {
             .load(
                 r#"
                 local p = client_proxy.new({ host = "p.example", target = "s@example" })
-                p:stanza("presence", nil, "s@example/a", "p.example", nil, nil, 0, 0)
+                local route = p:router()
+                route("presence", nil, "s@example/a", "p.example", nil, nil, 0, 0)
                 local stanza = { name = "iq" }
-                p:stanza("iq", "get", "u@example/r", "p.example", "1", nil, nil, 0, stanza)
-                p:stanza("presence", nil, "s@example/b", "p.example", nil, nil, 0, 0)
-                p:stanza("presence", "unavailable", "s@example/a", "p.example", nil, nil, 0, 0)
+                route("iq", "get", "u@example/r", "p.example", "1", nil, nil, 0, stanza)
+                route("presence", nil, "s@example/b", "p.example", nil, nil, 0, 0)
+                route("presence", "unavailable", "s@example/a", "p.example", nil, nil, 0, 0)
                 local kind, kept, from, to = p:poll()
                 assert(kind == "resend" and from == "p.example/u@example/r" and to == "s@example/b")
                 assert(p:poll() == nil)
