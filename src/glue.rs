@@ -141,14 +141,14 @@ impl UserData for Handle {
         });
         methods.add_method("expire", |lua, this, now: f64| {
             this.0.proxy().expire(Time::from_secs_f64(now));
-            release_later(lua, &this.0.released)
+            release_with(lua, &this.0.released)
         });
         methods.add_method("next_deadline", |_, this, ()| {
             Ok(this.0.proxy().next_deadline().map(Time::as_secs_f64))
         });
         methods.add_method("close", |lua, this, ()| {
             this.0.proxy().close();
-            release_later(lua, &this.0.released)
+            release_with(lua, &this.0.released)
         });
         methods.add_method("reconfigure", |_, this, options: Table| {
             Ok(this.0.proxy().reconfigure(config(&options)?)?)
@@ -349,8 +349,8 @@ unsafe fn release(state: *mut ffi::lua_State, released: &Released) {
     released.set(ids);
 }
 
-/// [`release`] from an mlua method.
-fn release_later(lua: &Lua, released: &Released) -> Result<()> {
+/// [`release`], from an mlua method.
+fn release_with(lua: &Lua, released: &Released) -> Result<()> {
     // SAFETY: unref only touches the registry.
     unsafe { lua.exec_raw((), |state| release(state, released)) }
 }
