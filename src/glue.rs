@@ -19,8 +19,9 @@ use std::{mem, slice, str};
 
 use mlua::{ffi, IntoLuaMulti, Lua, MultiValue, Result, Table, UserData, UserDataMethods, Value};
 
-use crate::core::{Action, Config, Kind, Proxy, Stanza, Time, Verdict, GET_ATTEMPTS_RANGE};
-use crate::core::{DropReason, MAX_IN_FLIGHT_RANGE};
+use crate::core::{Action, Config, Kind, Proxy, Stanza, Time, Verdict};
+use crate::core::{Balance, DropReason, EjectReason, Outcome, Retry, Sticky};
+use crate::core::{ATTEMPTS_RANGE, EJECT_AFTER_TIMEOUTS_RANGE, MAX_IN_FLIGHT_RANGE};
 use crate::Error;
 
 impl From<Error> for mlua::Error {
@@ -33,7 +34,7 @@ impl From<Error> for mlua::Error {
 /// call that has the Lua state at hand.
 type Released = Rc<Cell<Vec<c_int>>>;
 
-/// The Lua stanza of a `get`, kept in the registry to send it again (C3).
+/// The Lua stanza of a request, kept in the registry to send it again (C3, D5).
 struct Kept {
     id: c_int,
     released: Released,
@@ -104,12 +105,15 @@ fn config(options: &Table) -> Result<Config> {
             None => Ok(None),
         }
     };
+    if let Some(v) = whole("attempts", "client_proxy_attempts", ATTEMPTS_RANGE)? {
+        config.attempts = v;
+    }
     if let Some(v) = whole(
-        "get_attempts",
-        "client_proxy_get_attempts",
-        GET_ATTEMPTS_RANGE,
+        "eject_after_timeouts",
+        "client_proxy_eject_after_timeouts",
+        EJECT_AFTER_TIMEOUTS_RANGE,
     )? {
-        config.get_attempts = v;
+        config.eject_after_timeouts = v;
     }
     if let Some(v) = whole(
         "max_in_flight",
@@ -125,12 +129,44 @@ fn config(options: &Table) -> Result<Config> {
     )? {
         config.max_in_flight_per_requester = v;
     }
+    if let Some(v) = options.get::<Option<String>>("balance")? {
+        config.balance = Balance::parse(&v)?;
+    }
+    if let Some(v) = options.get::<Option<String>>("sticky")? {
+        config.sticky = Sticky::parse(&v)?;
+    }
+    if let Some(v) = names(options, "resources", "client_proxy_resources")? {
+        config.resources = v;
+    }
+    if let Some(v) = names(options, "drain_show", "client_proxy_drain_show")? {
+        config.drain_show = v;
+    }
     Ok(config)
+}
+
+/// A list of strings (a Lua array), as Prosody's `get_option_array` gives it.
+fn names(options: &Table, key: &str, option: &'static str) -> Result<Option<Vec<String>>> {
+    let bad = || Error::Option {
+        name: option,
+        message: "must be a list of strings, such as { \"focus\" }".into(),
+    };
+    match options.get::<Value>(key)? {
+        Value::Nil => Ok(None),
+        Value::Table(t) => t
+            .sequence_values::<Value>()
+            .map(|v| match v? {
+                Value::String(s) => Ok(s.to_str()?.to_owned()),
+                _ => Err(bad().into()),
+            })
+            .collect::<Result<Vec<String>>>()
+            .map(Some),
+        _ => Err(bad().into()),
+    }
 }
 
 impl UserData for Handle {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        // -> route(name, type, from, to, id, show, priority, now, stanza)
+        // -> route(name, type, from, to, id, show, priority, now, stanza, condition, key)
         methods.add_method("router", |lua, this, ()| router(lua, &this.0));
         // -> "presence", to, type | "error", to, id, type, condition
         //  | "resend", stanza, from, to | "log", level, message | nil
@@ -154,17 +190,7 @@ impl UserData for Handle {
             Ok(this.0.proxy().reconfigure(config(&options)?)?)
         });
         methods.add_method("stats", |lua, this, ()| stats(lua, &this.0.proxy()));
-        methods.add_method("resources", |lua, this, ()| {
-            let list = lua.create_table()?;
-            for r in this.0.proxy().resources() {
-                let t = lua.create_table()?;
-                t.set("name", &*r.name)?;
-                t.set("show", r.show.as_deref())?;
-                t.set("priority", r.priority)?;
-                list.push(t)?;
-            }
-            Ok(list)
-        });
+        methods.add_method("resources", |lua, this, ()| resources(lua, &this.0.proxy()));
     }
 }
 
@@ -197,7 +223,7 @@ unsafe extern "C-unwind" fn drop_shared(state: *mut ffi::lua_State) -> c_int {
     0
 }
 
-/// `route(name, type, from, to, id, show, priority, now, stanza)`
+/// `route(name, type, from, to, id, show, priority, now, stanza, condition, key)`
 ///   -> "forward", from, to, rtt | "error", type, condition
 ///    | "drop", reason | "pass", reason | "done"
 ///
@@ -245,6 +271,8 @@ unsafe fn route_stanza(state: *mut ffi::lua_State) -> std::result::Result<c_int,
         priority: number(state, 7, "priority")?
             .unwrap_or(0.0)
             .clamp(-128.0, 127.0) as i32,
+        condition: text(state, 10, "condition")?,
+        key: text(state, 11, "key")?,
     };
     let now = number(state, 8, "now")?
         .ok_or_else(|| Error::Argument("#8 (now) must be a number".into()))?;
@@ -383,17 +411,44 @@ fn stats(lua: &Lua, proxy: &Proxy<Payload>) -> Result<Table> {
     t.set("in_flight", proxy.in_flight())?;
     t.set("online", proxy.online())?;
     t.set("requests", s.requests)?;
-    t.set("refused", s.refused)?;
-    t.set("replies", s.replies)?;
-    t.set("failed", s.failed)?;
-    t.set("timeouts", s.timeouts)?;
-    t.set("resent", s.resent)?;
-    let dropped = lua.create_table()?;
-    for reason in DropReason::ALL {
-        dropped.set(reason.as_str(), s.dropped[reason as usize])?;
-    }
-    t.set("dropped", dropped)?;
+    let counts = |names: &mut dyn Iterator<Item = (&'static str, u64)>| -> Result<Table> {
+        let t = lua.create_table()?;
+        for (name, n) in names {
+            t.set(name, n)?;
+        }
+        Ok(t)
+    };
+    let outcomes = Outcome::ALL.map(|o| (o.as_str(), s.outcome(o)));
+    t.set("outcomes", counts(&mut outcomes.into_iter())?)?;
+    let retries = Retry::ALL.map(|r| (r.as_str(), s.retry(r)));
+    t.set("retries", counts(&mut retries.into_iter())?)?;
+    let ejections = EjectReason::ALL.map(|e| (e.as_str(), s.ejection(e)));
+    t.set("ejections", counts(&mut ejections.into_iter())?)?;
+    let dropped = DropReason::ALL.map(|d| (d.as_str(), s.dropped[d as usize]));
+    t.set("dropped", counts(&mut dropped.into_iter())?)?;
     Ok(t)
+}
+
+/// One table per resource online: what its presence said, whether it gets
+/// requests and why not, and how it has served.
+fn resources(lua: &Lua, proxy: &Proxy<Payload>) -> Result<Table> {
+    let list = lua.create_table()?;
+    for r in proxy.resources() {
+        let t = lua.create_table()?;
+        t.set("name", &*r.name)?;
+        t.set("show", r.show.as_deref())?;
+        t.set("priority", r.priority)?;
+        t.set("state", r.state().as_str())?;
+        t.set("in_flight", r.in_flight)?;
+        t.set("served", r.served)?;
+        t.set("failed", r.failed)?;
+        if let Some((until, reason)) = r.ejected {
+            t.set("ejected_until", until.as_secs_f64())?;
+            t.set("ejected_for", reason.as_str())?;
+        }
+        list.push(t)?;
+    }
+    Ok(list)
 }
 
 #[cfg(all(test, not(feature = "module")))]
@@ -515,9 +570,8 @@ mod tests {
             )
             .eval()
             .unwrap();
-        // Released at the next call; a set is never kept; expiry and close
-        // release at once.
-        assert_eq!(counts, [1, 0, 1, 0, 0]);
+        // Released at the next call; expiry and close release at once.
+        assert_eq!(counts, [1, 0, 2, 0, 0]);
     }
 
     #[test]

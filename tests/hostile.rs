@@ -3,7 +3,7 @@
 //! core accepted is still answered exactly once.
 
 use client_proxy::core::{
-    fits_verbatim, is_token, Action, Config, Kind, Proxy, Stanza, Time, Verdict,
+    fits_verbatim, is_token, Action, Balance, Config, Kind, Proxy, Stanza, Sticky, Time, Verdict,
 };
 use proptest::prelude::*;
 
@@ -64,7 +64,15 @@ proptest! {
         stanzas in prop::collection::vec(stanza(), 1..60),
         seed in any::<u64>(),
     ) {
-        let mut proxy: Proxy<u32> = Proxy::new(Config::new(P, T), seed).unwrap();
+        let mut config = Config::new(P, T);
+        // Every strategy, with and without affinity, and retries of all kinds.
+        config.balance = Balance::ALL[(seed % 3) as usize];
+        if seed % 2 == 0 {
+            config.sticky = Sticky::Requester;
+        }
+        config.attempts = 3;
+        config.eject_after_timeouts = 1;
+        let mut proxy: Proxy<u32> = Proxy::new(config, seed).unwrap();
         let mut accepted = 0usize;
         let mut answered = 0usize;
         for (kind, ty, from, to, id, show, priority) in &stanzas {
@@ -76,6 +84,9 @@ proptest! {
                 id: id.as_deref(),
                 show: show.as_deref(),
                 priority: *priority,
+                condition: [None, Some("service-unavailable"), Some("feature-not-implemented"),
+                    Some("recipient-unavailable")][priority.rem_euclid(4) as usize],
+                key: id.as_deref(),
             };
             let verdict = proxy.handle(s, Time::from_micros(1), || Some(0));
             if let Verdict::Forward { rtt: None, .. } = verdict {
@@ -109,13 +120,17 @@ proptest! {
         attempts in any::<f64>(),
         max in any::<f64>(),
     ) {
-        let mut c = Config::new(host, target);
+        let mut c = Config::new(host.clone(), target.clone());
         c.timeout = timeout;
-        for (name, v) in [("client_proxy_get_attempts", attempts), ("client_proxy_max_in_flight", max)] {
+        for (name, v) in [("client_proxy_attempts", attempts), ("client_proxy_max_in_flight", max)] {
             if let Ok(v) = Config::whole(name, v, (1, 10)) {
                 prop_assert!((1..=10).contains(&v));
             }
         }
+        if let Ok(sticky) = Sticky::parse(&host) {
+            prop_assert!(sticky == Sticky::Requester || host.contains('@') || host.ends_with('#'));
+        }
+        prop_assert!(Balance::parse(&target).is_err() || Balance::ALL.iter().any(|b| b.as_str() == target));
         if let Ok(p) = Proxy::<()>::new(c, 1) {
             let c = p.config();
             prop_assert!(c.timeout >= 0.1 && c.timeout <= 86_400.0);

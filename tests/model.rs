@@ -154,7 +154,7 @@ struct Run {
 fn config() -> Config {
     let mut c = Config::new(P, T);
     c.timeout = TIMEOUT;
-    c.get_attempts = ATTEMPTS;
+    c.attempts = ATTEMPTS;
     c.max_in_flight = MAX;
     c.max_in_flight_per_requester = PER_REQUESTER;
     c

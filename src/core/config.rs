@@ -16,18 +16,120 @@ pub struct Config {
     pub target: String,
     /// `client_proxy_timeout`, in seconds.
     pub timeout: f64,
-    /// `client_proxy_get_attempts`.
-    pub get_attempts: u32,
+    /// `client_proxy_attempts` (formerly `client_proxy_get_attempts`).
+    pub attempts: u32,
+    /// `client_proxy_balance` (D3).
+    pub balance: Balance,
+    /// `client_proxy_sticky` (D4).
+    pub sticky: Sticky,
+    /// `client_proxy_resources` (D1): exact names, or prefixes ending in `*`;
+    /// empty lets every resource serve.
+    pub resources: Vec<String>,
+    /// `client_proxy_drain_show` (D2).
+    pub drain_show: Vec<String>,
+    /// `client_proxy_eject_after_timeouts` (D7); 0 never ejects for timeouts.
+    pub eject_after_timeouts: u32,
     /// `client_proxy_max_in_flight`.
     pub max_in_flight: u32,
     /// `client_proxy_max_in_flight_per_requester`.
     pub max_in_flight_per_requester: u32,
 }
 
+/// How a request without a sticky key picks among the eligible resources (D3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Balance {
+    /// Uniformly at random, as the original module.
+    #[default]
+    Random,
+    /// Each eligible resource in turn.
+    RoundRobin,
+    /// The fewest requests in flight; ties at random.
+    LeastInFlight,
+}
+
+impl Balance {
+    pub const ALL: [Balance; 3] = [Balance::Random, Balance::RoundRobin, Balance::LeastInFlight];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::Random => "random",
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastInFlight => "least_in_flight",
+        }
+    }
+
+    /// From the option's value.
+    pub fn parse(value: &str) -> Result<Balance, Error> {
+        Balance::ALL
+            .into_iter()
+            .find(|b| b.as_str() == value)
+            .ok_or_else(|| Error::Option {
+                name: "client_proxy_balance",
+                message: format!(
+                    "must be \"random\", \"round_robin\" or \"least_in_flight\" (got {value:?})"
+                ),
+            })
+    }
+}
+
+/// What keeps requests with the same key on one resource (D4).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Sticky {
+    /// No affinity: every request follows [`Balance`].
+    #[default]
+    None,
+    /// The bare JID of the requester.
+    Requester,
+    /// A `stanza:find` path into the request, ending in `@attribute` or `#`
+    /// (text); the caller reads it and passes the key in [`Stanza::key`](super::Stanza::key).
+    Path(String),
+}
+
+impl Sticky {
+    /// From the option's value: `"requester"` or a path.
+    pub fn parse(value: &str) -> Result<Sticky, Error> {
+        if value == "requester" {
+            return Ok(Sticky::Requester);
+        }
+        let bad = |why: &str| {
+            Error::Option {
+            name: "client_proxy_sticky",
+            message: format!(
+                "must be \"requester\" or a stanza:find path ending in @attribute or # \
+                 (such as \"{{http://jitsi.org/protocol/focus}}conference@room\"): {why} (got {value:?})"
+            ),
+        }
+        };
+        if value.is_empty() || value.chars().any(char::is_whitespace) {
+            return Err(bad("it is empty or holds a space"));
+        }
+        // Every `{` closes before the next step of the path.
+        let mut open = false;
+        for c in value.chars() {
+            match c {
+                '{' if open => return Err(bad("a '{' inside a namespace")),
+                '{' => open = true,
+                '}' if !open => return Err(bad("a '}' without its '{'")),
+                '}' => open = false,
+                _ => {}
+            }
+        }
+        if open {
+            return Err(bad("a namespace that is not closed"));
+        }
+        let last = value.rsplit('}').next().unwrap_or(value);
+        if !(last.contains('@') || value.ends_with('#')) {
+            return Err(bad("it names an element, not an attribute or text"));
+        }
+        Ok(Sticky::Path(value.to_owned()))
+    }
+}
+
 /// Allowed ranges, in the units the operator writes.
 pub const TIMEOUT_RANGE: (f64, f64) = (0.1, 86_400.0);
-pub const GET_ATTEMPTS_RANGE: (u32, u32) = (1, 10);
+pub const ATTEMPTS_RANGE: (u32, u32) = (1, 10);
 pub const MAX_IN_FLIGHT_RANGE: (u32, u32) = (1, 10_000_000);
+pub const EJECT_AFTER_TIMEOUTS_RANGE: (u32, u32) = (0, 1_000);
 
 impl Config {
     /// The defaults of the SPEC's option table.
@@ -36,7 +138,12 @@ impl Config {
             host: host.into(),
             target: target.into(),
             timeout: 30.0,
-            get_attempts: 2,
+            attempts: 2,
+            balance: Balance::Random,
+            sticky: Sticky::None,
+            resources: Vec::new(),
+            drain_show: vec!["dnd".into()],
+            eject_after_timeouts: 3,
             max_in_flight: 100_000,
             max_in_flight_per_requester: 1_000,
         }
@@ -87,11 +194,35 @@ impl Config {
                 ),
             });
         }
+        check_range("client_proxy_attempts", self.attempts, ATTEMPTS_RANGE)?;
         check_range(
-            "client_proxy_get_attempts",
-            self.get_attempts,
-            GET_ATTEMPTS_RANGE,
+            "client_proxy_eject_after_timeouts",
+            self.eject_after_timeouts,
+            EJECT_AFTER_TIMEOUTS_RANGE,
         )?;
+        for name in &self.resources {
+            let exact = name.strip_suffix('*').unwrap_or(name);
+            if name.is_empty() || exact.contains('*') || name.contains('/') {
+                return Err(Error::Option {
+                    name: "client_proxy_resources",
+                    message: format!(
+                        "must list resource names, each exact or a prefix ending in '*' (got {name:?})"
+                    ),
+                });
+            }
+        }
+        if let Some(show) = self
+            .drain_show
+            .iter()
+            .find(|s| !matches!(s.as_str(), "away" | "chat" | "dnd" | "xa"))
+        {
+            return Err(Error::Option {
+                name: "client_proxy_drain_show",
+                message: format!(
+                    "must list presence show values: \"away\", \"chat\", \"dnd\", \"xa\" (got {show:?})"
+                ),
+            });
+        }
         check_range(
             "client_proxy_max_in_flight",
             self.max_in_flight,
@@ -149,7 +280,12 @@ mod tests {
         assert_eq!(c.host, "proxy.example.org");
         assert_eq!(c.target, "service@example.org");
         assert_eq!(c.timeout(), Duration::from_secs(30));
-        assert_eq!((c.get_attempts, c.max_in_flight), (2, 100_000));
+        assert_eq!((c.attempts, c.max_in_flight), (2, 100_000));
+        assert_eq!((c.balance, &c.sticky), (Balance::Random, &Sticky::None));
+        assert_eq!(
+            (c.drain_show, c.eject_after_timeouts),
+            (vec!["dnd".to_owned()], 3)
+        );
     }
 
     #[test]
@@ -177,15 +313,65 @@ mod tests {
         c.timeout = f64::NAN;
         assert_eq!(option_error(c), "client_proxy_timeout");
         let mut c = base.clone();
-        c.get_attempts = 0;
-        assert_eq!(option_error(c), "client_proxy_get_attempts");
+        c.attempts = 0;
+        assert_eq!(option_error(c), "client_proxy_attempts");
+        let mut c = base.clone();
+        c.eject_after_timeouts = 1001;
+        assert_eq!(option_error(c), "client_proxy_eject_after_timeouts");
+        for bad in ["", "a*b", "x/y"] {
+            let mut c = base.clone();
+            c.resources = vec!["ok".into(), bad.into()];
+            assert_eq!(option_error(c), "client_proxy_resources", "{bad:?}");
+        }
+        let mut c = base.clone();
+        c.drain_show = vec!["busy".into()];
+        assert_eq!(option_error(c), "client_proxy_drain_show");
         let mut c = base.clone();
         c.max_in_flight = 0;
         assert_eq!(option_error(c), "client_proxy_max_in_flight");
-        let mut c = base;
+        let mut c = base.clone();
         c.max_in_flight_per_requester = 10_000_001;
         assert_eq!(option_error(c), "client_proxy_max_in_flight_per_requester");
         assert!(Config::whole("x", 2.5, (1, 10)).is_err());
+        let mut c = base;
+        c.resources = vec!["focus".into(), "jicofo-*".into(), "*".into()];
+        assert!(c.validate().is_ok());
         assert_eq!(Config::whole("x", 3.0, (1, 10)), Ok(3));
+    }
+}
+
+#[cfg(test)]
+mod option_value_tests {
+    use super::*;
+
+    #[test]
+    fn balance_and_sticky_values_parse_or_name_the_option() {
+        assert_eq!(
+            Balance::parse("least_in_flight"),
+            Ok(Balance::LeastInFlight)
+        );
+        assert!(matches!(
+            Balance::parse("fastest"),
+            Err(Error::Option {
+                name: "client_proxy_balance",
+                ..
+            })
+        ));
+        assert_eq!(Sticky::parse("requester"), Ok(Sticky::Requester));
+        let jitsi = "{http://jitsi.org/protocol/focus}conference@room";
+        assert_eq!(Sticky::parse(jitsi), Ok(Sticky::Path(jitsi.into())));
+        assert!(Sticky::parse("{urn:x}query/item#").is_ok());
+        for bad in ["", "{urn:x}query", "{urn:x@a", "a}b@c", "{a{b}}c@d", "a @b"] {
+            assert!(
+                matches!(
+                    Sticky::parse(bad),
+                    Err(Error::Option {
+                        name: "client_proxy_sticky",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use super::jat::RequesterId;
 use super::resources::ResourceId;
-use super::Time;
+use super::{Method, Time};
 
 const NIL: u32 = u32::MAX;
 const BY_DEADLINE: usize = 0;
@@ -45,14 +45,32 @@ const EMPTY: List = List {
 pub(crate) struct Flight<P> {
     pub requester: RequesterId,
     pub id: Rc<str>,
+    pub method: Method,
+    /// The hash of its sticky key (D4).
+    pub key: Option<u64>,
     pub resource: ResourceId,
     /// How many times it was sent, to one resource each time.
     pub sends: u8,
+    /// The resources it was sent to before `resource`, and whether each
+    /// answered "not me" (D5, D6); empty until it is sent again.
+    pub tried: Vec<(Rc<str>, bool)>,
     pub sent_at: Time,
     pub deadline: Time,
-    /// What to send again, kept for a `get` only.
+    /// What to send again, kept while another send is allowed.
     pub payload: Option<P>,
     links: [Links; 2],
+}
+
+/// A request to add: everything but the bookkeeping.
+pub(crate) struct NewFlight<'a, P> {
+    pub requester: RequesterId,
+    pub id: &'a str,
+    pub method: Method,
+    pub key: Option<u64>,
+    pub resource: ResourceId,
+    pub sent_at: Time,
+    pub deadline: Time,
+    pub payload: Option<P>,
 }
 
 #[derive(Debug)]
@@ -163,24 +181,20 @@ impl<P> Flights<P> {
     }
 
     /// Adds a request; the caller has checked that (requester, id) is new.
-    pub fn insert(
-        &mut self,
-        requester: RequesterId,
-        id: &str,
-        resource: ResourceId,
-        now: Time,
-        deadline: Time,
-        payload: Option<P>,
-    ) -> FlightId {
-        let id: Rc<str> = id.into();
+    pub fn insert(&mut self, new: NewFlight<'_, P>) -> FlightId {
+        let id: Rc<str> = new.id.into();
+        let (requester, resource, deadline) = (new.requester, new.resource, new.deadline);
         let flight = Flight {
             requester,
             id: id.clone(),
+            method: new.method,
+            key: new.key,
             resource,
             sends: 1,
-            sent_at: now,
+            tried: Vec::new(),
+            sent_at: new.sent_at,
             deadline,
-            payload,
+            payload: new.payload,
             links: [UNLINKED; 2],
         };
         let f = if self.free == NIL {
@@ -218,10 +232,12 @@ impl<P> Flights<P> {
         flight
     }
 
-    /// Records that the request was sent again, to `resource`.
-    pub fn resend(&mut self, f: FlightId, resource: ResourceId) {
+    /// Records that the request was sent again, to `resource`, after
+    /// `previous` had it (and answered "not me" if `not_me`).
+    pub fn resend(&mut self, f: FlightId, resource: ResourceId, previous: Rc<str>, not_me: bool) {
         self.unlink(f, BY_RESOURCE);
         let flight = self.get_mut(f);
+        flight.tried.push((previous, not_me));
         flight.resource = resource;
         flight.sends = flight.sends.saturating_add(1);
         self.link_by_resource(f, resource);
@@ -326,13 +342,32 @@ mod tests {
         Time::from_micros(s * 1_000_000)
     }
 
+    fn insert(
+        fl: &mut Flights<()>,
+        requester: RequesterId,
+        id: &str,
+        resource: ResourceId,
+        (sent_at, deadline): (Time, Time),
+    ) -> FlightId {
+        fl.insert(NewFlight {
+            requester,
+            id,
+            method: Method::Get,
+            key: None,
+            resource,
+            sent_at,
+            deadline,
+            payload: None,
+        })
+    }
+
     #[test]
     fn lookup_expiry_order_and_resource_lists() {
         let mut fl: Flights<()> = Flights::default();
-        let a = fl.insert(1, "x", 0, t(0), t(30), None);
-        let b = fl.insert(2, "x", 1, t(1), t(31), None);
+        let a = insert(&mut fl, 1, "x", 0, (t(0), t(30)));
+        let b = insert(&mut fl, 2, "x", 1, (t(1), t(31)));
         // Out of order deadline (a shorter timeout after a reload).
-        let c = fl.insert(1, "y", 0, t(2), t(10), None);
+        let c = insert(&mut fl, 1, "y", 0, (t(2), t(10)));
         assert_eq!(fl.find(1, "x"), Some(a));
         assert_eq!(fl.find(2, "x"), Some(b));
         assert_eq!(fl.find(2, "y"), None);
@@ -342,13 +377,14 @@ mod tests {
         assert_eq!(fl.next_deadline(), Some(t(10)));
         assert_eq!(fl.remove(c).id.as_ref(), "y");
         assert_eq!(fl.first_of(0), Some(a));
-        fl.resend(a, 1);
+        fl.resend(a, 1, "t@example/r0".into(), true);
         assert_eq!(fl.first_of(0), None);
         assert_eq!(fl.get(a).sends, 2);
+        assert_eq!(fl.get(a).tried, vec![("t@example/r0".into(), true)]);
         fl.remove(b);
         assert_eq!(fl.first_of(1), Some(a));
         // Slots are reused.
-        let d = fl.insert(3, "z", 2, t(3), t(33), None);
+        let d = insert(&mut fl, 3, "z", 2, (t(3), t(33)));
         assert!(d == b || d == c);
         fl.remove(a);
         fl.remove(d);

@@ -32,11 +32,13 @@
 //! assert_eq!(proxy.in_flight(), 0);
 //! ```
 
+mod balance;
 mod config;
 mod flights;
 mod jat;
 mod resources;
 mod stanza;
+mod stats;
 mod time;
 
 use std::collections::VecDeque;
@@ -45,46 +47,31 @@ use std::time::Duration;
 
 use rand::{rngs::SmallRng, SeedableRng};
 
-pub use config::{Config, GET_ATTEMPTS_RANGE, MAX_IN_FLIGHT_RANGE, TIMEOUT_RANGE};
+pub use balance::{hash, score};
+pub use config::{
+    Balance, Config, Sticky, ATTEMPTS_RANGE, EJECT_AFTER_TIMEOUTS_RANGE, MAX_IN_FLIGHT_RANGE,
+    TIMEOUT_RANGE,
+};
 pub use jat::{fits_verbatim, is_token, MAX_RESOURCE_BYTES};
-pub use resources::Resource;
+pub use resources::{EjectReason, Resource, State};
 pub use stanza::{
     Action, Condition, DropReason, ErrorType, Kind, Level, Method, PresenceType, Stanza,
     StanzaError, Verdict,
 };
+pub use stats::{Outcome, Retry, Stats};
 pub use time::Time;
 
-use flights::{FlightId, Flights};
+use flights::{Flight, FlightId, Flights, NewFlight};
 use jat::Requesters;
 use resources::{ResourceId, Resources};
 
 use crate::Error;
 
-/// Counters since the instance was created.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Requests accepted and sent to a resource (B1).
-    pub requests: u64,
-    /// Requests refused at once (B2, B3, B4).
-    pub refused: u64,
-    /// Replies forwarded to their requester (A8).
-    pub replies: u64,
-    /// Requests answered with an error after they were accepted: timeouts,
-    /// lost resources, unload.
-    pub failed: u64,
-    /// Of those, timeouts (C2).
-    pub timeouts: u64,
-    /// Requests sent again to another resource (C3).
-    pub resent: u64,
-    /// Stanzas dropped, by [`DropReason`] (in the order of `DropReason::ALL`).
-    pub dropped: [u64; 3],
-}
-
 /// One instance of the proxy: the state of one component host.
 ///
 /// `P` is whatever the caller wants back when a request must be sent again
-/// (C3); the glue keeps a reference to the Lua stanza there. It is asked for
-/// only for `get` requests that may be sent more than once.
+/// (C3, D5); the glue keeps a reference to the Lua stanza there. It is asked
+/// for only while a request may be sent more than once.
 pub struct Proxy<P = ()> {
     config: Config,
     timeout: Duration,
@@ -105,7 +92,7 @@ impl<P: Clone> Proxy<P> {
         let config = config.validate()?;
         Ok(Proxy {
             timeout: config.timeout(),
-            resources: Resources::new(&config.target),
+            resources: Resources::new(&config),
             flights: Flights::default(),
             requesters: Requesters::new(&config.host),
             host: config.host.as_str().into(),
@@ -121,7 +108,8 @@ impl<P: Clone> Proxy<P> {
     }
 
     /// Takes new options (a reload), keeping everything online and in flight.
-    /// A new timeout applies to requests accepted from now on.
+    /// A new timeout applies to requests accepted from now on; new resource
+    /// filters and drain values apply at once.
     pub fn reconfigure(&mut self, config: Config) -> Result<(), Error> {
         let config = config.validate()?;
         if config.host != self.config.host || config.target != self.config.target {
@@ -130,6 +118,7 @@ impl<P: Clone> Proxy<P> {
             ));
         }
         self.timeout = config.timeout();
+        self.resources.reconfigure(&config);
         self.config = config;
         Ok(())
     }
@@ -146,9 +135,13 @@ impl<P: Clone> Proxy<P> {
         self.actions.push_back(Action::Presence { ty, to });
     }
 
+    fn log(&mut self, level: Level, message: String) {
+        self.actions.push_back(Action::Log { level, message });
+    }
+
     /// Routes one stanza that reached the component at `now`.
     ///
-    /// `payload` is called at most once, when a `get` is accepted and may
+    /// `payload` is called at most once, when a request is accepted and may
     /// have to be sent again; if it gives `None`, the request is served but
     /// never sent again.
     pub fn handle(
@@ -157,13 +150,10 @@ impl<P: Clone> Proxy<P> {
         now: Time,
         payload: impl FnOnce() -> Option<P>,
     ) -> Verdict {
+        self.readmit(now);
         let verdict = self.route(s, now, payload);
-        match verdict {
-            Verdict::Drop(reason) | Verdict::Pass(reason) => {
-                self.stats.dropped[reason as usize] += 1;
-            }
-            Verdict::Reply(_) if s.kind == Some(Kind::Iq) => self.stats.refused += 1,
-            _ => {}
+        if let Verdict::Drop(reason) | Verdict::Pass(reason) = verdict {
+            self.stats.dropped[reason as usize] += 1;
         }
         verdict
     }
@@ -179,7 +169,7 @@ impl<P: Clone> Proxy<P> {
         let to_resource = split(s.to).1;
         let from_target = from_bare == self.config.target;
         match kind {
-            Kind::Presence if from_target => self.target_presence(s, from_resource),
+            Kind::Presence if from_target => self.target_presence(s, from_resource, now),
             Kind::Iq if from_target => self.target_iq(s, from_resource, to_resource, now),
             Kind::Iq => self.request(s, now, payload),
             Kind::Message | Kind::Presence if s.ty == Some("error") => {
@@ -208,23 +198,43 @@ impl<P: Clone> Proxy<P> {
         };
         let known = self.requesters.find(s.from);
         if known.is_some_and(|rq| self.flights.find(rq, id).is_some()) {
-            return reply(ErrorType::Cancel, Condition::Conflict);
+            return self.refuse(Outcome::Conflict, ErrorType::Cancel, Condition::Conflict);
         }
         if self.flights.len() >= self.config.max_in_flight as usize
             || self.requesters.count_bare(s.from) >= self.config.max_in_flight_per_requester
         {
-            return reply(ErrorType::Wait, Condition::ResourceConstraint);
+            return self.refuse(
+                Outcome::Limited,
+                ErrorType::Wait,
+                Condition::ResourceConstraint,
+            );
         }
-        let Some(resource) = self.resources.choose(&mut self.rng) else {
-            return reply(ErrorType::Cancel, Condition::ServiceUnavailable);
+        let key = match &self.config.sticky {
+            Sticky::None => None,
+            Sticky::Requester => Some(hash(jat::bare(s.from))),
+            Sticky::Path(_) => s.key.map(hash),
+        };
+        let balance = self.config.balance;
+        let Some(resource) = self.resources.choose(balance, key, &[], &mut self.rng) else {
+            return self.refuse(
+                Outcome::NoResource,
+                ErrorType::Cancel,
+                Condition::ServiceUnavailable,
+            );
         };
         let rq = self.requesters.acquire(s.from, known, &mut self.rng);
-        let payload = (method == Method::Get && self.config.get_attempts > 1)
-            .then(payload)
-            .flatten();
-        let deadline = now.saturating_add(self.timeout);
-        self.flights
-            .insert(rq, id, resource, now, deadline, payload);
+        let payload = (self.config.attempts > 1).then(payload).flatten();
+        self.flights.insert(NewFlight {
+            requester: rq,
+            id,
+            method,
+            key,
+            resource,
+            sent_at: now,
+            deadline: now.saturating_add(self.timeout),
+            payload,
+        });
+        self.resources.add_load(resource);
         self.stats.requests += 1;
         Verdict::Forward {
             from: self.requesters.proxied(rq).clone(),
@@ -233,12 +243,15 @@ impl<P: Clone> Proxy<P> {
         }
     }
 
+    fn refuse(&mut self, outcome: Outcome, ty: ErrorType, condition: Condition) -> Verdict {
+        self.stats.outcomes[outcome as usize] += 1;
+        reply(ty, condition)
+    }
+
     /// A1-A7: presence from the target.
-    fn target_presence(&mut self, s: Stanza<'_>, resource: Option<&str>) -> Verdict {
+    fn target_presence(&mut self, s: Stanza<'_>, resource: Option<&str>, now: Time) -> Verdict {
         match (s.ty, resource) {
-            (None, Some(r)) => {
-                self.resources.upsert(r, s.show, s.priority);
-            }
+            (None, Some(r)) => self.resource_online(r, s.show, s.priority, now),
             (None, None) => return Verdict::Drop(DropReason::Malformed),
             (Some("unavailable"), Some(r)) => self.offline(r),
             (Some("unavailable"), None) | (Some("error"), _) => self.all_offline(),
@@ -249,10 +262,7 @@ impl<P: Clone> Proxy<P> {
                      approves the subscription again",
                     self.config.target, self.config.host
                 );
-                self.actions.push_back(Action::Log {
-                    level: Level::Warn,
-                    message,
-                });
+                self.log(Level::Warn, message);
             }
             (Some("subscribed"), _) => self.presence(PresenceType::Probe),
             (Some("subscribe"), _) => self.presence(PresenceType::Subscribed),
@@ -266,6 +276,19 @@ impl<P: Clone> Proxy<P> {
         Verdict::Done
     }
 
+    /// A1, D1, D2: a resource's available presence.
+    fn resource_online(&mut self, name: &str, show: Option<&str>, priority: i32, now: Time) {
+        let (id, new) = self.resources.upsert(name, show, priority, now);
+        let r = self.resources.get(id).expect("just recorded");
+        if new && r.state() == State::Filtered {
+            let message = format!(
+                "{} is online but gets no requests: its name is not in client_proxy_resources",
+                r.jid
+            );
+            self.log(Level::Info, message);
+        }
+    }
+
     /// A8-A12: an IQ from the target.
     fn target_iq(
         &mut self,
@@ -274,8 +297,9 @@ impl<P: Clone> Proxy<P> {
         to_resource: Option<&str>,
         now: Time,
     ) -> Verdict {
-        match s.ty {
-            Some("result" | "error") => {}
+        let is_result = match s.ty {
+            Some("result") => true,
+            Some("error") => false,
             Some("get" | "set") if to_resource.is_none() => {
                 return reply(ErrorType::Cancel, Condition::BadRequest)
             }
@@ -283,25 +307,63 @@ impl<P: Clone> Proxy<P> {
                 return reply(ErrorType::Cancel, Condition::FeatureNotImplemented)
             }
             _ => return Verdict::Drop(DropReason::Malformed),
-        }
+        };
         let (Some(id), Some(encoded)) = (s.id, to_resource) else {
+            return Verdict::Pass(DropReason::Unmatched);
+        };
+        let Some(sent_to) = from_resource.and_then(|r| self.resources.id(r)) else {
             return Verdict::Pass(DropReason::Unmatched);
         };
         let flight = self
             .requesters
             .decode(encoded)
             .and_then(|rq| self.flights.find(rq, id))
-            .filter(|&f| {
-                let sent_to = self.flights.get(f).resource;
-                from_resource.and_then(|r| self.resources.id(r)) == Some(sent_to)
-            });
+            .filter(|&f| self.flights.get(f).resource == sent_to);
         let Some(f) = flight else {
             return Verdict::Pass(DropReason::Unmatched);
         };
-        let flight = self.flights.remove(f);
-        let to = self.requesters.jid(flight.requester).clone();
-        self.requesters.release(flight.requester);
-        self.stats.replies += 1;
+        match s.condition {
+            _ if is_result => {}
+            // D5: "not me"; another resource may serve it.
+            Some("service-unavailable" | "feature-not-implemented") => {
+                self.resources.answered(sent_to, false);
+                let jid = self.resources.jid(sent_to).clone();
+                if self.retry(f, jid, true) {
+                    return Verdict::Done;
+                }
+                return self.answer(f, false, now);
+            }
+            // C3: a bounce from the server; the resource is gone for this request.
+            Some("recipient-unavailable") => {
+                self.resources.lost(sent_to);
+                let jid = self.resources.jid(sent_to).clone();
+                if !self.retry(f, jid, false) {
+                    let error = self.lost_error();
+                    self.fail(f, error, Outcome::ResourceLost);
+                }
+                return Verdict::Done;
+            }
+            _ => {}
+        }
+        self.resources.answered(sent_to, true);
+        self.answer(f, is_result, now)
+    }
+
+    /// A8, C1: forwards the answer to a request, and ejects the resources
+    /// that said "not me" to a request that another one then served (D6).
+    fn answer(&mut self, f: FlightId, is_result: bool, now: Time) -> Verdict {
+        let (flight, to) = self.forget(f);
+        let outcome = if is_result {
+            for (jid, not_me) in &flight.tried {
+                if *not_me {
+                    self.eject(jid, EjectReason::NotMe, now);
+                }
+            }
+            Outcome::Replied
+        } else {
+            Outcome::ErrorReplied
+        };
+        self.stats.outcomes[outcome as usize] += 1;
         Verdict::Forward {
             from: self.host.clone(),
             to,
@@ -309,76 +371,142 @@ impl<P: Clone> Proxy<P> {
         }
     }
 
+    /// Sends a request again, to a resource that has not had it, if the
+    /// rules allow (C3 for a lost one: a `get` only; D5 for "not me": either)
+    /// and one is left; `previous` is the resource it leaves.
+    fn retry(&mut self, f: FlightId, previous: Rc<str>, not_me: bool) -> bool {
+        let flight = self.flights.get(f);
+        if flight.payload.is_none()
+            || u32::from(flight.sends) >= self.config.attempts
+            || (!not_me && flight.method == Method::Set)
+        {
+            return false;
+        }
+        let tried: Vec<Rc<str>> = flight
+            .tried
+            .iter()
+            .map(|t| t.0.clone())
+            .chain([previous.clone()])
+            .collect();
+        let (balance, key, old) = (self.config.balance, flight.key, flight.resource);
+        let Some(resource) = self.resources.choose(balance, key, &tried, &mut self.rng) else {
+            return false;
+        };
+        self.flights.resend(f, resource, previous, not_me);
+        self.resources.drop_load(old);
+        self.resources.add_load(resource);
+        let flight = self.flights.get(f);
+        let action = Action::Resend {
+            payload: flight.payload.clone().expect("kept for a retry"),
+            from: self.requesters.proxied(flight.requester).to_string(),
+            to: self.resources.jid(resource).to_string(),
+        };
+        self.actions.push_back(action);
+        let reason = if not_me {
+            Retry::NotMe
+        } else {
+            Retry::ResourceLost
+        };
+        self.stats.retries[reason as usize] += 1;
+        true
+    }
+
+    /// Ejects the resource with this full JID (D6, D7), online or not.
+    fn eject(&mut self, jid: &str, reason: EjectReason, now: Time) {
+        let name = split(jid).1.unwrap_or_default();
+        if let Some(length) = self.resources.eject(name, reason, now) {
+            self.stats.ejections[reason as usize] += 1;
+            let message = format!(
+                "Ejected {jid} for {} s ({}): {}",
+                length.as_secs(),
+                reason.as_str(),
+                reason.describe()
+            );
+            self.log(Level::Warn, message);
+        }
+    }
+
+    /// D8: readmits the resources whose ejection ended by `now`.
+    fn readmit(&mut self, now: Time) {
+        for (jid, reason) in self.resources.readmit(now) {
+            let message = format!(
+                "Readmitted {jid}: its ejection ({}) has ended",
+                reason.as_str()
+            );
+            self.log(Level::Info, message);
+        }
+    }
+
     /// A2: one resource went offline; its requests are settled (C3).
     fn offline(&mut self, name: &str) {
-        if let Some(id) = self.resources.remove(name) {
-            self.settle_lost(id);
+        if let Some((id, jid)) = self.resources.remove(name) {
+            self.settle_lost(id, jid);
         }
     }
 
     /// A3, A5: every resource went offline.
     fn all_offline(&mut self) {
-        for id in self.resources.clear() {
-            self.settle_lost(id);
+        for (id, jid) in self.resources.clear() {
+            self.settle_lost(id, jid);
         }
     }
 
     /// C3: a `get` goes to another resource while it has attempts left;
     /// everything else is answered now.
-    fn settle_lost(&mut self, lost: ResourceId) {
+    fn settle_lost(&mut self, lost: ResourceId, jid: Rc<str>) {
         while let Some(f) = self.flights.first_of(lost) {
-            let flight = self.flights.get(f);
-            // Only a `get` keeps a payload, and only one accepted while more
-            // than one attempt was configured.
-            let retry =
-                flight.payload.is_some() && u32::from(flight.sends) < self.config.get_attempts;
-            match retry
-                .then(|| self.resources.choose(&mut self.rng))
-                .flatten()
-            {
-                Some(resource) => {
-                    self.flights.resend(f, resource);
-                    let flight = self.flights.get(f);
-                    let action = Action::Resend {
-                        payload: flight.payload.clone().expect("kept for a retry"),
-                        from: self.requesters.proxied(flight.requester).to_string(),
-                        to: self.resources.jid(resource).to_string(),
-                    };
-                    self.actions.push_back(action);
-                    self.stats.resent += 1;
-                }
-                None if self.resources.online() == 0 => self.fail(
-                    f,
-                    StanzaError(ErrorType::Cancel, Condition::ServiceUnavailable),
-                ),
-                None => self.fail(
-                    f,
-                    StanzaError(ErrorType::Wait, Condition::RecipientUnavailable),
-                ),
+            if !self.retry(f, jid.clone(), false) {
+                let error = self.lost_error();
+                self.fail(f, error, Outcome::ResourceLost);
             }
         }
     }
 
-    /// Answers a request with an error and forgets it.
-    fn fail(&mut self, f: FlightId, error: StanzaError) {
+    /// C3's answer to a request that cannot be sent again.
+    fn lost_error(&self) -> StanzaError {
+        if self.resources.online() == 0 {
+            StanzaError(ErrorType::Cancel, Condition::ServiceUnavailable)
+        } else {
+            StanzaError(ErrorType::Wait, Condition::RecipientUnavailable)
+        }
+    }
+
+    /// Removes a request and everything counted for it; returns it and its
+    /// requester's JID.
+    fn forget(&mut self, f: FlightId) -> (Flight<P>, Rc<str>) {
         let flight = self.flights.remove(f);
-        let to = self.requesters.jid(flight.requester).to_string();
+        self.resources.drop_load(flight.resource);
+        let to = self.requesters.jid(flight.requester).clone();
         self.requesters.release(flight.requester);
-        self.stats.failed += 1;
+        (flight, to)
+    }
+
+    /// Answers a request with an error and forgets it.
+    fn fail(&mut self, f: FlightId, error: StanzaError, outcome: Outcome) {
+        let (flight, to) = self.forget(f);
+        self.stats.outcomes[outcome as usize] += 1;
         self.actions.push_back(Action::Error {
-            to,
+            to: to.to_string(),
             id: flight.id.to_string(),
             error,
         });
     }
 
-    /// C2: answers every request whose deadline is `now` or earlier.
+    /// C2: answers every request whose deadline is `now` or earlier; D7:
+    /// ejects the resources that let too many in a row expire.
     pub fn expire(&mut self, now: Time) {
+        self.readmit(now);
         while let Some(f) = self.flights.first_expired(now) {
-            self.stats.timeouts += 1;
+            let resource = self.flights.get(f).resource;
+            let threshold = self.config.eject_after_timeouts;
+            if self.resources.timed_out(resource, threshold) {
+                let jid = self.resources.jid(resource).clone();
+                self.eject(&jid, EjectReason::Timeouts, now);
+            }
             self.fail(
                 f,
                 StanzaError(ErrorType::Wait, Condition::RemoteServerTimeout),
+                Outcome::Timeout,
             );
         }
     }
@@ -389,6 +517,7 @@ impl<P: Clone> Proxy<P> {
             self.fail(
                 f,
                 StanzaError(ErrorType::Cancel, Condition::ServiceUnavailable),
+                Outcome::Unloaded,
             );
         }
     }
@@ -411,7 +540,8 @@ impl<P: Clone> Proxy<P> {
         self.resources.online()
     }
 
-    /// The resources online, in no particular order.
+    /// The resources online, in no particular order, as of the last event
+    /// (an ejection that has run out shows until the next one).
     pub fn resources(&self) -> impl Iterator<Item = &Resource> {
         self.resources.iter()
     }
@@ -421,9 +551,12 @@ impl<P: Clone> Proxy<P> {
     }
 
     /// True when nothing is held for requests: no request in flight, no
-    /// requester, no token, no count.
+    /// requester, no token, no count, no load.
     pub fn is_settled(&self) -> bool {
-        self.flights.len() == 0 && self.requesters.is_empty() && self.actions.is_empty()
+        self.flights.len() == 0
+            && self.requesters.is_empty()
+            && self.actions.is_empty()
+            && self.resources.iter().all(|r| r.in_flight == 0)
     }
 }
 

@@ -1,14 +1,77 @@
-//! The target's resources that are online, and the choice among them.
+//! The target's resources that are online, what makes each one eligible for
+//! new requests (D1, D2, D6-D9), and the choice among them.
 
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::Duration;
 
-use rand::{rngs::SmallRng, RngExt};
+use rand::rngs::SmallRng;
+
+use super::balance::{self, Order};
+use super::config::{Balance, Config};
+use super::Time;
 
 /// A resource's handle: stable while it is online, reused after.
 pub(crate) type ResourceId = u32;
 
-/// What a resource last said of itself in presence (A1).
+/// Why a resource was ejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EjectReason {
+    /// It answered "not me" and another resource then served the request (D6).
+    NotMe,
+    /// It let `client_proxy_eject_after_timeouts` requests in a row time out (D7).
+    Timeouts,
+}
+
+impl EjectReason {
+    pub const ALL: [EjectReason; 2] = [EjectReason::NotMe, EjectReason::Timeouts];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EjectReason::NotMe => "not_me",
+            EjectReason::Timeouts => "timeouts",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            EjectReason::NotMe => {
+                "it answered a request \"not me\" that another resource then served"
+            }
+            EjectReason::Timeouts => "it let requests time out, one after another",
+        }
+    }
+}
+
+/// Whether a resource gets new requests, and if not, the first reason why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Eligible,
+    /// Priority below zero (RFC 6121 §4.7.2.3).
+    NegativePriority,
+    /// Its name does not pass `client_proxy_resources`.
+    Filtered,
+    /// Its `show` is in `client_proxy_drain_show`.
+    Draining,
+    /// Ejected until [`Resource::ejected`] says; still chosen when every
+    /// resource that would be eligible is ejected (D9).
+    Ejected,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Eligible => "eligible",
+            State::NegativePriority => "negative_priority",
+            State::Filtered => "filtered",
+            State::Draining => "draining",
+            State::Ejected => "ejected",
+        }
+    }
+}
+
+/// An online resource: what it last said of itself in presence (A1), and how
+/// it has served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resource {
     pub name: Box<str>,
@@ -16,51 +79,177 @@ pub struct Resource {
     pub(crate) jid: Rc<str>,
     pub show: Option<Box<str>>,
     pub priority: i32,
-    /// Its place in `Resources::eligible`, if it is there.
-    eligible_at: Option<u32>,
+    /// Requests in flight at it now.
+    pub in_flight: u32,
+    /// Requests it answered (other than "not me").
+    pub served: u64,
+    /// Requests it answered "not me", let time out, or lost.
+    pub failed: u64,
+    /// Until when it is ejected, and why.
+    pub ejected: Option<(Time, EjectReason)>,
+    filtered: bool,
+    draining: bool,
+    /// Requests in a row it let time out (D7).
+    timeouts_in_row: u32,
+    /// [`balance::hash`] of its name, for rendezvous scores.
+    hash: u64,
+    /// Where it is listed: in the order of eligible ones, among the ejected
+    /// ones that D9 falls back to, or nowhere.
+    listed: Listed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listed {
+    Nowhere,
+    Eligible,
+    Fallback,
 }
 
 impl Resource {
-    /// A resource with a negative priority asks not to be sent traffic
-    /// addressed to its account (RFC 6121 §4.7.2.3), so it gets no requests.
-    fn is_eligible(&self) -> bool {
-        self.priority >= 0
+    pub fn state(&self) -> State {
+        if self.priority < 0 {
+            State::NegativePriority
+        } else if self.filtered {
+            State::Filtered
+        } else if self.draining {
+            State::Draining
+        } else if self.ejected.is_some() {
+            State::Ejected
+        } else {
+            State::Eligible
+        }
+    }
+
+    fn listing(&self) -> Listed {
+        match self.state() {
+            State::Eligible => Listed::Eligible,
+            State::Ejected => Listed::Fallback,
+            _ => Listed::Nowhere,
+        }
     }
 }
 
-/// The online resources, with an O(1) uniform choice among the eligible ones.
+/// Ejections of one resource name, kept while it is offline too, so that a
+/// stray session cannot escape its ejection by logging in again.
+#[derive(Clone, Copy, Debug)]
+struct Record {
+    count: u32,
+    until: Time,
+    reason: EjectReason,
+}
+
+/// How long ejections last, and how long a readmitted resource must go
+/// without one for its count to be forgotten (D8).
+const EJECT_STEP: Duration = Duration::from_secs(30);
+const EJECT_MAX: Duration = Duration::from_secs(600);
+
+/// What the operator's options say about resources.
+#[derive(Clone, Debug, Default)]
+struct Policy {
+    names: Vec<String>,
+    drain_show: Vec<String>,
+}
+
+impl Policy {
+    fn from(config: &Config) -> Self {
+        Policy {
+            names: config.resources.clone(),
+            drain_show: config.drain_show.clone(),
+        }
+    }
+
+    fn admits(&self, name: &str) -> bool {
+        self.names.is_empty()
+            || self.names.iter().any(|n| match n.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => n == name,
+            })
+    }
+
+    fn drains(&self, show: Option<&str>) -> bool {
+        show.is_some_and(|s| self.drain_show.iter().any(|d| d == s))
+    }
+}
+
+/// The online resources, with O(1) choices among the eligible ones.
 pub(crate) struct Resources {
     /// The bare JID they are resources of.
     account: Box<str>,
     slots: Vec<Option<Resource>>,
     free: Vec<ResourceId>,
     by_name: HashMap<Box<str>, ResourceId>,
-    eligible: Vec<ResourceId>,
+    eligible: Order,
+    /// Ejected, and eligible but for that (D9's fallback).
+    fallback: Vec<ResourceId>,
+    policy: Policy,
+    records: HashMap<Box<str>, Record>,
+    /// The earliest `until` of an ejected resource online.
+    next_readmission: Option<Time>,
 }
 
 impl Resources {
-    pub fn new(account: &str) -> Self {
+    pub fn new(config: &Config) -> Self {
         Resources {
-            account: account.into(),
+            account: config.target.as_str().into(),
             slots: Vec::new(),
             free: Vec::new(),
             by_name: HashMap::new(),
-            eligible: Vec::new(),
+            eligible: Order::default(),
+            fallback: Vec::new(),
+            policy: Policy::from(config),
+            records: HashMap::new(),
+            next_readmission: None,
         }
     }
 
-    /// Records presence from `name`; returns its id.
-    pub fn upsert(&mut self, name: &str, show: Option<&str>, priority: i32) -> ResourceId {
+    /// Takes new options; eligibility follows them at once.
+    pub fn reconfigure(&mut self, config: &Config) {
+        self.policy = Policy::from(config);
+        for id in 0..self.slots.len() as ResourceId {
+            if let Some(r) = self.slots[id as usize].as_mut() {
+                r.filtered = !self.policy.admits(&r.name);
+                r.draining = self.policy.drains(r.show.as_deref());
+                self.relist(id);
+            }
+        }
+    }
+
+    /// Records presence from `name` at `now`; returns its id, and whether it
+    /// just came online.
+    pub fn upsert(
+        &mut self,
+        name: &str,
+        show: Option<&str>,
+        priority: i32,
+        now: Time,
+    ) -> (ResourceId, bool) {
+        let new = !self.by_name.contains_key(name);
         let id = match self.by_name.get(name) {
             Some(&id) => id,
             None => {
+                let ejected = self
+                    .records
+                    .get(name)
+                    .filter(|rec| rec.until > now)
+                    .map(|rec| (rec.until, rec.reason));
                 let resource = Resource {
                     name: name.into(),
                     jid: super::join(&self.account, name).into(),
                     show: None,
                     priority: 0,
-                    eligible_at: None,
+                    in_flight: 0,
+                    served: 0,
+                    failed: 0,
+                    ejected,
+                    filtered: !self.policy.admits(name),
+                    draining: false,
+                    timeouts_in_row: 0,
+                    hash: balance::hash(name),
+                    listed: Listed::Nowhere,
                 };
+                if let Some((until, _)) = ejected {
+                    self.note_readmission(until);
+                }
                 let id = match self.free.pop() {
                     Some(id) => {
                         self.slots[id as usize] = Some(resource);
@@ -75,48 +264,74 @@ impl Resources {
                 id
             }
         };
-        let r = self.slots[id as usize].as_mut().expect("indexed resource");
+        let draining = self.policy.drains(show);
+        let r = self.slot(id);
         if r.show.as_deref() != show {
             r.show = show.map(Into::into);
         }
         r.priority = priority;
-        let (eligible, at) = (r.is_eligible(), r.eligible_at);
-        match (eligible, at) {
-            (true, None) => {
-                r.eligible_at = Some(self.eligible.len() as u32);
-                self.eligible.push(id);
-            }
-            (false, Some(at)) => self.unlist(id, at),
-            _ => {}
-        }
-        id
+        r.draining = draining;
+        self.relist(id);
+        (id, new)
     }
 
-    /// Forgets `name`; returns the id it had.
-    pub fn remove(&mut self, name: &str) -> Option<ResourceId> {
+    fn slot(&mut self, id: ResourceId) -> &mut Resource {
+        self.slots[id as usize].as_mut().expect("online resource")
+    }
+
+    /// Moves `id` to where its state says it belongs.
+    fn relist(&mut self, id: ResourceId) {
+        let to = self.slots[id as usize]
+            .as_ref()
+            .expect("online resource")
+            .listing();
+        self.list(id, to);
+    }
+
+    fn list(&mut self, id: ResourceId, to: Listed) {
+        let r = self.slots[id as usize].as_ref().expect("online resource");
+        let (from, load) = (r.listed, r.in_flight);
+        if from == to {
+            return;
+        }
+        match from {
+            Listed::Eligible => self.eligible.remove(id),
+            Listed::Fallback => self.fallback.retain(|&f| f != id),
+            Listed::Nowhere => {}
+        }
+        match to {
+            Listed::Eligible => self.eligible.insert(id, load),
+            Listed::Fallback => self.fallback.push(id),
+            Listed::Nowhere => {}
+        }
+        self.slot(id).listed = to;
+    }
+
+    /// Forgets `name`; returns the id and JID it had.
+    pub fn remove(&mut self, name: &str) -> Option<(ResourceId, Rc<str>)> {
         let id = self.by_name.remove(name)?;
-        if let Some(at) = self.get(id).and_then(|r| r.eligible_at) {
-            self.unlist(id, at);
-        }
-        self.slots[id as usize] = None;
+        self.list(id, Listed::Nowhere);
+        let jid = self.slots[id as usize].take().expect("online resource").jid;
         self.free.push(id);
-        Some(id)
+        Some((id, jid))
     }
 
-    /// Removes `id` from the eligible list, which is at position `at`.
-    fn unlist(&mut self, id: ResourceId, at: u32) {
-        let last = self.eligible.pop().expect("eligible list holds id");
-        if last != id {
-            self.eligible[at as usize] = last;
-            self.slots[last as usize]
-                .as_mut()
-                .expect("listed")
-                .eligible_at = Some(at);
-        }
-        self.slots[id as usize]
-            .as_mut()
-            .expect("listed")
-            .eligible_at = None;
+    /// Takes every resource offline; returns the ids and JIDs they had.
+    pub fn clear(&mut self) -> Vec<(ResourceId, Rc<str>)> {
+        let gone = self
+            .by_name
+            .drain()
+            .map(|(_, id)| {
+                let r = self.slots[id as usize].as_ref().expect("online resource");
+                (id, r.jid.clone())
+            })
+            .collect();
+        self.slots.clear();
+        self.free.clear();
+        self.eligible = Order::default();
+        self.fallback.clear();
+        self.next_readmission = None;
+        gone
     }
 
     pub fn id(&self, name: &str) -> Option<ResourceId> {
@@ -132,12 +347,150 @@ impl Resources {
         &self.get(id).expect("online resource").jid
     }
 
-    /// A uniformly random eligible resource.
-    pub fn choose(&self, rng: &mut SmallRng) -> Option<ResourceId> {
-        match self.eligible.len() {
-            0 => None,
-            1 => Some(self.eligible[0]),
-            n => Some(self.eligible[rng.random_range(0..n)]),
+    /// One more request in flight at `id`.
+    pub fn add_load(&mut self, id: ResourceId) {
+        let r = self.slot(id);
+        r.in_flight += 1;
+        if r.listed == Listed::Eligible {
+            self.eligible.increment(id);
+        }
+    }
+
+    /// One request less in flight at `id`, if it is still online.
+    pub fn drop_load(&mut self, id: ResourceId) {
+        let Some(r) = self.slots.get_mut(id as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        r.in_flight -= 1;
+        if r.listed == Listed::Eligible {
+            self.eligible.decrement(id);
+        }
+    }
+
+    /// The resource answered a request; `served` unless it was "not me".
+    pub fn answered(&mut self, id: ResourceId, served: bool) {
+        let r = self.slot(id);
+        r.timeouts_in_row = 0;
+        if served {
+            r.served += 1;
+        } else {
+            r.failed += 1;
+        }
+    }
+
+    /// The resource lost a request (C3) without answering it.
+    pub fn lost(&mut self, id: ResourceId) {
+        if let Some(r) = self.slots.get_mut(id as usize).and_then(Option::as_mut) {
+            r.failed += 1;
+        }
+    }
+
+    /// The resource let a request time out; true when that makes
+    /// `threshold` in a row (0: never).
+    pub fn timed_out(&mut self, id: ResourceId, threshold: u32) -> bool {
+        let r = self.slot(id);
+        r.failed += 1;
+        r.timeouts_in_row += 1;
+        threshold > 0 && r.timeouts_in_row >= threshold
+    }
+
+    /// Ejects the resource `name` (online or not) at `now` (D8); returns how
+    /// long for, unless it is ejected already.
+    pub fn eject(&mut self, name: &str, reason: EjectReason, now: Time) -> Option<Duration> {
+        let rec = self.records.entry(name.into()).or_insert(Record {
+            count: 0,
+            until: now,
+            reason,
+        });
+        if rec.until > now {
+            return None;
+        }
+        if now.saturating_since(rec.until) >= EJECT_MAX {
+            rec.count = 0;
+        }
+        rec.count += 1;
+        let length = (EJECT_STEP * rec.count).min(EJECT_MAX);
+        rec.until = now.saturating_add(length);
+        rec.reason = reason;
+        let until = rec.until;
+        if let Some(id) = self.id(name) {
+            self.slot(id).ejected = Some((until, reason));
+            self.slot(id).timeouts_in_row = 0;
+            self.relist(id);
+            self.note_readmission(until);
+        }
+        Some(length)
+    }
+
+    fn note_readmission(&mut self, until: Time) {
+        if self.next_readmission.is_none_or(|t| until < t) {
+            self.next_readmission = Some(until);
+        }
+    }
+
+    /// Readmits every resource whose ejection ended by `now`, and forgets
+    /// ejections older than the decay; returns what it readmitted.
+    pub fn readmit(&mut self, now: Time) -> Vec<(Rc<str>, EjectReason)> {
+        if self.next_readmission.is_none_or(|t| t > now) {
+            return Vec::new();
+        }
+        self.next_readmission = None;
+        let mut readmitted = Vec::new();
+        for id in 0..self.slots.len() as ResourceId {
+            let Some(r) = self.slots[id as usize].as_mut() else {
+                continue;
+            };
+            match r.ejected {
+                Some((until, reason)) if until <= now => {
+                    r.ejected = None;
+                    readmitted.push((r.jid.clone(), reason));
+                    self.relist(id);
+                }
+                Some((until, _)) => self.note_readmission(until),
+                None => {}
+            }
+        }
+        self.records
+            .retain(|_, rec| now.saturating_since(rec.until) < EJECT_MAX);
+        readmitted
+    }
+
+    /// A resource for a new request or a retry: by rendezvous score when the
+    /// request has a key (D4), by `balance` otherwise (D3); never one of
+    /// `tried`; an ejected one only when no eligible one is left (D9).
+    pub fn choose(
+        &mut self,
+        balance: Balance,
+        key: Option<u64>,
+        tried: &[Rc<str>],
+        rng: &mut SmallRng,
+    ) -> Option<ResourceId> {
+        if key.is_none() && tried.is_empty() {
+            if let Some(id) = self.eligible.pick(balance, rng) {
+                return Some(id);
+            }
+        }
+        let untried = |ids: &[ResourceId], slots: &[Option<Resource>]| -> Vec<(ResourceId, u32)> {
+            ids.iter()
+                .filter_map(|&id| {
+                    let r = slots[id as usize].as_ref().expect("listed resource");
+                    (!tried.iter().any(|t| **t == *r.jid)).then_some((id, r.in_flight))
+                })
+                .collect()
+        };
+        let mut candidates = untried(self.eligible.ids(), &self.slots);
+        if candidates.is_empty() {
+            candidates = untried(&self.fallback, &self.slots);
+        }
+        match key {
+            Some(key) => candidates
+                .iter()
+                .max_by_key(|&&(id, _)| {
+                    let r = self.slots[id as usize].as_ref().expect("listed resource");
+                    (balance::score(key, r.hash), r.hash)
+                })
+                .map(|c| c.0),
+            None => balance::pick_among(&candidates, balance, rng),
         }
     }
 
@@ -148,15 +501,6 @@ impl Resources {
     pub fn iter(&self) -> impl Iterator<Item = &Resource> {
         self.slots.iter().flatten()
     }
-
-    /// Takes every resource offline; returns the ids they had.
-    pub fn clear(&mut self) -> Vec<ResourceId> {
-        let ids = self.by_name.drain().map(|(_, id)| id).collect();
-        self.slots.clear();
-        self.free.clear();
-        self.eligible.clear();
-        ids
-    }
 }
 
 #[cfg(test)]
@@ -164,36 +508,221 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    #[test]
-    fn eligibility_follows_priority_and_choice_is_uniform() {
-        let mut rs = Resources::new("t@example.org");
-        let a = rs.upsert("a", None, 0);
-        let b = rs.upsert("b", Some("away"), 5);
-        let c = rs.upsert("c", None, -1);
-        assert_eq!(rs.online(), 3);
+    const T0: Time = Time::from_micros(1_000_000);
+
+    fn resources(edit: impl FnOnce(&mut Config)) -> Resources {
+        let mut config = Config::new("p.example.org", "t@example.org");
+        edit(&mut config);
+        Resources::new(&config)
+    }
+
+    fn choices(rs: &mut Resources, n: usize) -> [u32; 4] {
         let mut rng = SmallRng::seed_from_u64(7);
-        let mut seen = [0u32; 3];
-        for _ in 0..3000 {
-            seen[rs.choose(&mut rng).unwrap() as usize] += 1;
+        let mut seen = [0u32; 4];
+        for _ in 0..n {
+            if let Some(id) = rs.choose(Balance::Random, None, &[], &mut rng) {
+                seen[id as usize] += 1;
+            }
         }
+        seen
+    }
+
+    #[test]
+    fn d1_eligibility_follows_priority_and_choice_is_uniform() {
+        let mut rs = resources(|_| {});
+        let (a, _) = rs.upsert("a", None, 0, T0);
+        let (b, _) = rs.upsert("b", Some("away"), 5, T0);
+        let (c, _) = rs.upsert("c", None, -1, T0);
+        assert_eq!(rs.online(), 3);
+        let seen = choices(&mut rs, 3000);
         assert_eq!(seen[c as usize], 0);
         assert!(
             seen[a as usize] > 1200 && seen[b as usize] > 1200,
             "{seen:?}"
         );
+        assert_eq!(rs.get(c).unwrap().state(), State::NegativePriority);
         // Priority changes move resources in and out of the choice.
-        rs.upsert("c", None, 1);
-        rs.upsert("a", None, -5);
+        rs.upsert("c", None, 1, T0);
+        rs.upsert("a", None, -5, T0);
         rs.remove("b");
-        for _ in 0..100 {
-            assert_eq!(rs.choose(&mut rng), Some(c));
-        }
+        assert_eq!(choices(&mut rs, 100)[c as usize], 100);
         assert_eq!(rs.get(a).unwrap().priority, -5);
         assert_eq!(&**rs.jid(a), "t@example.org/a");
         rs.remove("c");
-        assert_eq!(rs.choose(&mut rng), None);
+        assert_eq!(choices(&mut rs, 10), [0; 4]);
         assert_eq!(rs.online(), 1);
-        // Ids are reused after removal.
-        assert!(rs.upsert("d", None, 0) == b || rs.id("d") == Some(c));
+    }
+
+    #[test]
+    fn d1_names_filter_and_d2_show_drains() {
+        let mut rs = resources(|c| {
+            c.resources = vec!["focus".into(), "jicofo-*".into()];
+            c.drain_show = vec!["dnd".into(), "xa".into()];
+        });
+        let (stray, new) = rs.upsert("jvb", None, 0, T0);
+        assert!(new);
+        assert_eq!(rs.get(stray).unwrap().state(), State::Filtered);
+        assert!(!rs.upsert("jvb", Some("away"), 0, T0).1);
+        let (focus, _) = rs.upsert("focus", None, 0, T0);
+        let (j1, _) = rs.upsert("jicofo-1", Some("away"), 0, T0);
+        let seen = choices(&mut rs, 1000);
+        assert_eq!(seen[stray as usize], 0);
+        assert!(seen[focus as usize] > 400 && seen[j1 as usize] > 400);
+        rs.upsert("focus", Some("dnd"), 0, T0);
+        assert_eq!(rs.get(focus).unwrap().state(), State::Draining);
+        assert_eq!(choices(&mut rs, 100)[j1 as usize], 100);
+        // Plain available presence ends the drain.
+        rs.upsert("focus", None, 0, T0);
+        assert_eq!(rs.get(focus).unwrap().state(), State::Eligible);
+        // New options apply to the resources online.
+        let mut config = Config::new("p.example.org", "t@example.org");
+        config.drain_show = vec!["away".into()];
+        rs.reconfigure(&config);
+        assert_eq!(rs.get(stray).unwrap().state(), State::Draining);
+        assert_eq!(rs.get(j1).unwrap().state(), State::Draining);
+        assert_eq!(choices(&mut rs, 100)[focus as usize], 100);
+    }
+
+    #[test]
+    fn d8_ejections_grow_cap_decay_and_outlive_a_reconnect() {
+        let mut rs = resources(|_| {});
+        let (a, _) = rs.upsert("a", None, 0, T0);
+        rs.upsert("b", None, 0, T0);
+        let secs = |s: u64| T0.saturating_add(Duration::from_secs(s));
+        assert_eq!(
+            rs.eject("a", EjectReason::NotMe, T0),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(rs.get(a).unwrap().state(), State::Ejected);
+        // Already ejected: nothing more.
+        assert_eq!(rs.eject("a", EjectReason::Timeouts, secs(1)), None);
+        assert!(rs.readmit(secs(29)).is_empty());
+        let back = rs.readmit(secs(30));
+        assert_eq!(back.len(), 1);
+        assert_eq!(&*back[0].0, "t@example.org/a");
+        assert_eq!(rs.get(a).unwrap().state(), State::Eligible);
+        // The second time it lasts twice as long, and a reconnect keeps it.
+        assert_eq!(
+            rs.eject("a", EjectReason::Timeouts, secs(40)),
+            Some(Duration::from_secs(60))
+        );
+        rs.remove("a");
+        let (a, _) = rs.upsert("a", None, 0, secs(50));
+        assert_eq!(
+            rs.get(a).unwrap().ejected,
+            Some((secs(100), EjectReason::Timeouts))
+        );
+        assert_eq!(rs.readmit(secs(100)).len(), 1);
+        // Capped at 600 s.
+        let mut t = 100;
+        for n in 3..=25u64 {
+            let length = rs.eject("a", EjectReason::NotMe, secs(t)).unwrap();
+            assert_eq!(length, Duration::from_secs((30 * n).min(600)));
+            t += length.as_secs();
+            rs.readmit(secs(t));
+        }
+        // Readmitted for 600 s without an ejection: the count starts over.
+        t += 599;
+        assert_eq!(
+            rs.eject("a", EjectReason::NotMe, secs(t)),
+            Some(Duration::from_secs(600))
+        );
+        t += 600 + 600;
+        rs.readmit(secs(t));
+        assert_eq!(
+            rs.eject("a", EjectReason::NotMe, secs(t)),
+            Some(Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn d9_ejected_resources_serve_when_nothing_else_can() {
+        let mut rs = resources(|_| {});
+        let (a, _) = rs.upsert("a", None, 0, T0);
+        let (b, _) = rs.upsert("b", None, 0, T0);
+        let (shy, _) = rs.upsert("shy", None, -1, T0);
+        rs.eject("a", EjectReason::NotMe, T0);
+        assert_eq!(choices(&mut rs, 100)[b as usize], 100);
+        rs.eject("b", EjectReason::NotMe, T0);
+        let seen = choices(&mut rs, 1000);
+        assert!(seen[a as usize] > 400 && seen[b as usize] > 400);
+        assert_eq!(seen[shy as usize], 0);
+        // Retries skip what was tried, ejected or not.
+        let mut rng = SmallRng::seed_from_u64(1);
+        let tried = [rs.jid(a).clone()];
+        for _ in 0..20 {
+            assert_eq!(rs.choose(Balance::Random, None, &tried, &mut rng), Some(b));
+        }
+        let tried = [rs.jid(a).clone(), rs.jid(b).clone()];
+        assert_eq!(rs.choose(Balance::Random, Some(9), &tried, &mut rng), None);
+    }
+
+    #[test]
+    fn d3_least_in_flight_follows_the_loads() {
+        let mut rs = resources(|_| {});
+        let (a, _) = rs.upsert("a", None, 0, T0);
+        let (b, _) = rs.upsert("b", None, 0, T0);
+        let mut rng = SmallRng::seed_from_u64(3);
+        rs.add_load(a);
+        rs.add_load(a);
+        for _ in 0..20 {
+            assert_eq!(
+                rs.choose(Balance::LeastInFlight, None, &[], &mut rng),
+                Some(b)
+            );
+        }
+        // A draining resource keeps its load while out of the order.
+        rs.upsert("b", Some("dnd"), 0, T0);
+        rs.add_load(b);
+        rs.add_load(b);
+        rs.add_load(b);
+        rs.upsert("b", None, 0, T0);
+        assert_eq!(rs.get(b).unwrap().in_flight, 3);
+        for _ in 0..20 {
+            assert_eq!(
+                rs.choose(Balance::LeastInFlight, None, &[], &mut rng),
+                Some(a)
+            );
+        }
+        rs.drop_load(b);
+        rs.drop_load(b);
+        rs.remove("a");
+        rs.drop_load(a);
+        assert_eq!(
+            rs.choose(Balance::LeastInFlight, None, &[], &mut rng),
+            Some(b)
+        );
+    }
+
+    #[test]
+    fn d4_keys_follow_the_highest_score_among_the_eligible() {
+        let mut rs = resources(|_| {});
+        for r in ["a", "b", "c"] {
+            rs.upsert(r, None, 0, T0);
+        }
+        let mut rng = SmallRng::seed_from_u64(4);
+        let key = balance::hash("room1@conference.example.org");
+        let first = rs
+            .choose(Balance::Random, Some(key), &[], &mut rng)
+            .unwrap();
+        for _ in 0..20 {
+            assert_eq!(
+                rs.choose(Balance::Random, Some(key), &[], &mut rng),
+                Some(first)
+            );
+        }
+        let name = rs.get(first).unwrap().name.clone();
+        rs.upsert(&name, Some("dnd"), 0, T0);
+        let second = rs
+            .choose(Balance::Random, Some(key), &[], &mut rng)
+            .unwrap();
+        assert_ne!(second, first);
+        // The next in rendezvous order, for a retry.
+        rs.upsert(&name, None, 0, T0);
+        let tried = [rs.jid(first).clone()];
+        assert_eq!(
+            rs.choose(Balance::Random, Some(key), &tried, &mut rng),
+            Some(second)
+        );
     }
 }

@@ -44,6 +44,11 @@ pub struct Stanza<'a> {
     pub show: Option<&'a str>,
     /// `<priority/>` of a presence (0 when absent, RFC 6121 §4.7.2.3).
     pub priority: i32,
+    /// The defined condition of an IQ `error`, such as `service-unavailable`.
+    pub condition: Option<&'a str>,
+    /// A request's sticky key, read by the caller from the path that
+    /// `client_proxy_sticky` names (D4).
+    pub key: Option<&'a str>,
 }
 
 impl<'a> Stanza<'a> {
@@ -85,6 +90,18 @@ impl<'a> Stanza<'a> {
     pub fn with_show(mut self, show: Option<&'a str>, priority: i32) -> Self {
         self.show = show;
         self.priority = priority;
+        self
+    }
+
+    /// An IQ error with this condition.
+    pub fn with_condition(mut self, condition: &'a str) -> Self {
+        self.condition = Some(condition);
+        self
+    }
+
+    /// With a sticky key.
+    pub fn with_key(mut self, key: &'a str) -> Self {
+        self.key = Some(key);
         self
     }
 }

@@ -1,5 +1,6 @@
 //! The SPEC's rows, against the core alone, on a simulated clock.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::*;
@@ -121,7 +122,7 @@ fn a1_negative_priority_resources_get_no_requests() {
 
 #[test]
 fn a2_unavailable_takes_one_resource_offline_and_settles_its_requests() {
-    let mut s = sim_with(|c| c.get_attempts = 1);
+    let mut s = sim_with(|c| c.attempts = 1);
     s.online("a");
     let (_, to) = s.request("set", U, "1");
     assert_eq!(to, tr("a"));
@@ -253,7 +254,7 @@ fn a8_matching_reply_is_forwarded_with_rtt() {
             rtt: Some(Duration::from_millis(120))
         }
     );
-    assert_eq!(s.proxy.stats().replies, 1);
+    assert_eq!(s.proxy.stats().outcome(Outcome::Replied), 1);
     assert!(s.proxy.is_settled());
     // An error reply is forwarded the same way.
     let (enc, to) = s.request("set", U, "w");
@@ -362,7 +363,7 @@ fn b2_no_eligible_resource_is_service_unavailable() {
         s.handle(Stanza::iq("get", U, P, "1")),
         err(ErrorType::Cancel, Condition::ServiceUnavailable)
     );
-    assert_eq!(s.proxy.stats().refused, 1);
+    assert_eq!(s.proxy.stats().outcome(Outcome::NoResource), 1);
 }
 
 #[test]
@@ -474,13 +475,13 @@ fn c2_timeout_answers_once_and_late_replies_are_dropped() {
     );
     s.advance(10.0);
     assert_eq!(s.actions().len(), 1);
-    assert_eq!(s.proxy.stats().timeouts, 2);
+    assert_eq!(s.proxy.stats().outcome(Outcome::Timeout), 2);
     assert!(s.proxy.is_settled());
 }
 
 #[test]
 fn c3_gets_move_to_another_resource_and_sets_fail() {
-    let mut s = sim_with(|c| c.get_attempts = 2);
+    let mut s = sim_with(|c| c.attempts = 2);
     s.online("a");
     let (_, to_get) = s.request("get", U, "g");
     let (_, to_set) = s.request("set", U, "s");
@@ -511,7 +512,7 @@ fn c3_gets_move_to_another_resource_and_sets_fail() {
 
 #[test]
 fn c3_a_get_fails_when_attempts_run_out() {
-    let mut s = sim_with(|c| c.get_attempts = 2);
+    let mut s = sim_with(|c| c.attempts = 2);
     s.online("a");
     s.request("get", U, "g");
     s.online("b");
@@ -604,11 +605,11 @@ fn malformed_input_is_dropped_not_answered() {
 
 #[test]
 fn c3_a_get_accepted_with_one_attempt_is_not_resent_after_a_reload() {
-    let mut s = sim_with(|c| c.get_attempts = 1);
+    let mut s = sim_with(|c| c.attempts = 1);
     s.online("a");
     s.request("get", U, "g");
     let mut c = Config::new(P, T);
-    c.get_attempts = 2;
+    c.attempts = 2;
     s.proxy.reconfigure(c).unwrap();
     s.online("b");
     s.presence_from(Some("unavailable"), &tr("a"));
@@ -622,3 +623,5 @@ fn c3_a_get_accepted_with_one_attempt_is_not_resent_after_a_reload() {
         )]
     );
 }
+
+mod choosing;
