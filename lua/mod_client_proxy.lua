@@ -24,10 +24,20 @@ local options = {
 	host = module.host;
 	target = target_address;
 	timeout = module:get_option_number("client_proxy_timeout", 30);
-	get_attempts = module:get_option_number("client_proxy_get_attempts", 2);
+	attempts = module:get_option_number("client_proxy_attempts",
+		module:get_option_number("client_proxy_get_attempts", 2)); -- its old name
+	balance = module:get_option_string("client_proxy_balance", "random");
+	sticky = module:get_option_string("client_proxy_sticky");
+	resources = module:get_option_array("client_proxy_resources");
+	drain_show = module:get_option_array("client_proxy_drain_show", { "dnd" });
+	eject_after_timeouts = module:get_option_number("client_proxy_eject_after_timeouts", 3);
 	max_in_flight = module:get_option_number("client_proxy_max_in_flight", 100000);
 	max_in_flight_per_requester = module:get_option_number("client_proxy_max_in_flight_per_requester", 1000);
 };
+
+-- A stanza:find path whose value keeps requests on one resource (D4);
+-- "requester" the library reads from the address itself.
+local sticky_path = options.sticky ~= "requester" and options.sticky or nil;
 
 -- Stanzas to the component reach this module before Prosody's own IQ
 -- handling (mod_iq, at 0), so no inherited handler answers in the
@@ -195,14 +205,22 @@ end
 -- the time. A failure there is logged, and a get or set answered.
 local function route_stanza(stanza)
 	local attr, name = stanza.attr, stanza.name;
-	local show, priority;
+	local show, priority, condition, key;
 	if name == "presence" then
 		show = stanza:get_child_text("show");
 		priority = tonumber(stanza:get_child_text("priority"));
+	elseif name == "iq" then
+		local stanza_type = attr.type;
+		if stanza_type == "error" then
+			condition = select(2, stanza:get_error());
+		elseif sticky_path and (stanza_type == "get" or stanza_type == "set") then
+			key = stanza:find(sticky_path);
+			if type(key) ~= "string" then key = nil; end
+		end
 	end
 	local now = monotonic();
-	local ok, verdict, a, b, c = pcall(route, name, attr.type, attr.from, attr.to,
-		attr.id, show, priority, now, stanza);
+	local ok, verdict, a, b, c, queued = pcall(route, name, attr.type, attr.from, attr.to,
+		attr.id, show, priority, now, stanza, condition, key);
 	if not ok then
 		module:log("error", "Failed to route %s: %s", describe(stanza), tostring(verdict));
 		if name == "iq" and (attr.type == "get" or attr.type == "set") then
@@ -210,7 +228,7 @@ local function route_stanza(stanza)
 		end
 		return "failed";
 	end
-	return verdict, a, b, c, now;
+	return verdict, a, b, c, now, queued;
 end
 
 -- Kept apart from route_stanza, with few locals, so that session.send runs
@@ -219,7 +237,10 @@ end
 -- about 16,000 instructions per round trip (BENCHMARKS.md).
 local function handle_stanza(event)
 	local stanza = event.stanza;
-	local verdict, a, b, c, now = route_stanza(stanza);
+	local verdict, a, b, c, now, queued = route_stanza(stanza);
+	if queued then
+		drain();
+	end
 	if verdict == "forward" then
 		stanza.attr.from, stanza.attr.to = a, b;
 		local session = direct_session(b);

@@ -227,6 +227,9 @@ unsafe extern "C-unwind" fn drop_shared(state: *mut ffi::lua_State) -> c_int {
 ///   -> "forward", from, to, rtt | "error", type, condition
 ///    | "drop", reason | "pass", reason | "done"
 ///
+/// and, padded to the fifth value, `true` when the event also queued
+/// actions for `poll` ("done" always may have).
+///
 /// Raises a Lua error for arguments of the wrong type, and for a panic, once
 /// no Rust value that needs dropping is left on this frame.
 unsafe extern "C-unwind" fn route(state: *mut ffi::lua_State) -> c_int {
@@ -290,9 +293,14 @@ unsafe fn route_stanza(state: *mut ffi::lua_State) -> std::result::Result<c_int,
             released: shared.released.clone(),
         }))
     };
-    let verdict = shared.proxy().handle(s, Time::from_secs_f64(now), keep);
+    let mut proxy = shared.proxy();
+    let verdict = proxy.handle(s, Time::from_secs_f64(now), keep);
+    // Whether the event also queued actions (a log line of an ejection or a
+    // readmission) for `poll`; "done" says so by itself.
+    let queued = proxy.has_actions();
+    drop(proxy);
     // A C function has room for 20 values on its stack.
-    Ok(match verdict {
+    let pushed = match verdict {
         Verdict::Forward { from, to, rtt } => {
             push(state, "forward");
             push(state, &from);
@@ -321,9 +329,17 @@ unsafe fn route_stanza(state: *mut ffi::lua_State) -> std::result::Result<c_int,
         }
         Verdict::Done => {
             push(state, "done");
-            1
+            return Ok(1);
         }
-    })
+    };
+    if !queued {
+        return Ok(pushed);
+    }
+    for _ in pushed..4 {
+        ffi::lua_pushnil(state);
+    }
+    ffi::lua_pushboolean(state, 1);
+    Ok(5)
 }
 
 unsafe fn push(state: *mut ffi::lua_State, s: &str) {
@@ -497,6 +513,58 @@ mod tests {
             err.contains("client_proxy_max_in_flight") && err.contains("1 to"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_verdict_says_when_the_event_queued_actions_too() {
+        let (queued, level, after): (bool, String, Option<bool>) = lua()
+            .load(
+                r#"
+                local p = client_proxy.new({ host = "p.example", target = "s@example" })
+                local route = p:router()
+                route("presence", nil, "s@example/a", "p.example", nil, nil, 0, 0)
+                route("iq", "get", "u@example/r", "p.example", "1", nil, nil, 0, {})
+                route("presence", nil, "s@example/b", "p.example", nil, nil, 0, 0)
+                assert(route("iq", "error", "s@example/a", "p.example/u@example/r", "1",
+                    nil, nil, 0, nil, "service-unavailable") == "done")
+                assert(p:poll() == "resend")
+                -- b serves it: a is ejected, and its log line waits in the queue.
+                local v, _, _, _, queued = route("iq", "result", "s@example/b",
+                    "p.example/u@example/r", "1", nil, nil, 0)
+                assert(v == "forward")
+                local kind, level = p:poll()
+                assert(kind == "log" and p:poll() == nil)
+                local _, _, _, _, after = route("iq", "get", "u@example/r", "p.example", "2", nil, nil, 0)
+                return queued, level, after
+                "#,
+            )
+            .eval()
+            .unwrap();
+        assert!(queued);
+        assert_eq!(level, "warn");
+        assert_eq!(after, None);
+    }
+
+    #[test]
+    fn list_options_take_strings_only() {
+        let err = lua()
+            .load(r#"client_proxy.new({ host = "p.example", target = "s@example", resources = { "a", 2 } })"#)
+            .exec()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("client_proxy_resources"), "{err}");
+        let ok: bool = lua()
+            .load(
+                r#"
+                local p = client_proxy.new({ host = "p.example", target = "s@example",
+                    resources = { "a*" }, drain_show = { "away" }, balance = "least_in_flight",
+                    sticky = "requester", attempts = 3, eject_after_timeouts = 0 })
+                return p ~= nil
+                "#,
+            )
+            .eval()
+            .unwrap();
+        assert!(ok);
     }
 
     /// Calls the router with `args` in a pcall, then routes a `get`:

@@ -270,6 +270,12 @@ function server_mt:load(options, how)
 	function module:get_option_number(name, default)
 		return tonumber(option(name, default));
 	end
+	function module:get_option_array(name, default)
+		local value = option(name, default);
+		if value == nil then return nil; end
+		if type(value) ~= "table" then return { value }; end
+		return { table.unpack(value) };
+	end
 	function module:get_option_boolean(name, default)
 		local value = option(name, default);
 		if value == nil then return nil; end

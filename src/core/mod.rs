@@ -527,6 +527,11 @@ impl<P: Clone> Proxy<P> {
         self.actions.pop_front()
     }
 
+    /// True while [`poll_action`](Self::poll_action) has something to give.
+    pub fn has_actions(&self) -> bool {
+        !self.actions.is_empty()
+    }
+
     /// When [`expire`](Self::expire) next has something to do.
     pub fn next_deadline(&self) -> Option<Time> {
         self.flights.next_deadline()
