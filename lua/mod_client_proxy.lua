@@ -19,13 +19,17 @@ if module:get_host_type() ~= "component" then
 end
 
 local target_address = module:get_option_string("target_address");
+-- client_proxy_attempts was client_proxy_get_attempts; errors name the one in use.
+local attempts_option = module:get_option("client_proxy_attempts") == nil
+	and module:get_option("client_proxy_get_attempts") ~= nil
+	and "client_proxy_get_attempts" or "client_proxy_attempts";
 local manage_roster = module:get_option_boolean("client_proxy_manage_roster", true);
 local options = {
 	host = module.host;
 	target = target_address;
 	timeout = module:get_option_number("client_proxy_timeout", 30);
-	attempts = module:get_option_number("client_proxy_attempts",
-		module:get_option_number("client_proxy_get_attempts", 2)); -- its old name
+	attempts = module:get_option_number(attempts_option, 2);
+	attempts_option = attempts_option;
 	balance = module:get_option_string("client_proxy_balance", "random");
 	sticky = module:get_option_string("client_proxy_sticky");
 	resources = module:get_option_array("client_proxy_resources");

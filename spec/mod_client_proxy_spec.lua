@@ -88,6 +88,8 @@ describe("mod_client_proxy", function ()
 			local err = load_error({ target_address = T, client_proxy_attempts = 2.5 });
 			assert.matches("client_proxy_attempts", err, 1, true);
 			assert.matches("from 1 to 10", err, 1, true);
+			err = load_error({ target_address = T, client_proxy_get_attempts = 2.5 });
+			assert.matches("option 'client_proxy_get_attempts'", err, 1, true);
 		end);
 
 		it("refuses client_proxy_max_in_flight = 0 before it sends anything or touches a roster", function ()

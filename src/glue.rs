@@ -105,7 +105,12 @@ fn config(options: &Table) -> Result<Config> {
             None => Ok(None),
         }
     };
-    if let Some(v) = whole("attempts", "client_proxy_attempts", ATTEMPTS_RANGE)? {
+    // Named as the operator wrote it: the shim says when the old name is in use.
+    let attempts = match options.get::<Option<String>>("attempts_option")?.as_deref() {
+        Some("client_proxy_get_attempts") => "client_proxy_get_attempts",
+        _ => "client_proxy_attempts",
+    };
+    if let Some(v) = whole("attempts", attempts, ATTEMPTS_RANGE)? {
         config.attempts = v;
     }
     if let Some(v) = whole(
@@ -543,6 +548,19 @@ mod tests {
         assert!(queued);
         assert_eq!(level, "warn");
         assert_eq!(after, None);
+    }
+
+    #[test]
+    fn the_old_name_of_attempts_is_named_when_it_is_the_one_used() {
+        let err = lua()
+            .load(
+                r#"client_proxy.new({ host = "p.example", target = "s@example", attempts = 0,
+                attempts_option = "client_proxy_get_attempts" })"#,
+            )
+            .exec()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("option 'client_proxy_get_attempts'"), "{err}");
     }
 
     #[test]

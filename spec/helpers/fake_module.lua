@@ -270,6 +270,9 @@ function server_mt:load(options, how)
 	function module:get_option_number(name, default)
 		return tonumber(option(name, default));
 	end
+	function module:get_option(name, default)
+		return option(name, default);
+	end
 	function module:get_option_array(name, default)
 		local value = option(name, default);
 		if value == nil then return nil; end

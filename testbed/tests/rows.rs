@@ -520,10 +520,12 @@ async fn life_cycle_bad_config_is_refused_and_prosody_keeps_serving() {
     let cases = [
         ("client_proxy_timeout = 0", "client_proxy_timeout"),
         ("target_address = \"not a jid\"", "target_address"),
+        ("client_proxy_attempts = 2.5", "client_proxy_attempts"),
         (
             "client_proxy_get_attempts = 2.5",
             "client_proxy_get_attempts",
         ),
+        ("client_proxy_balance = \"fastest\"", "client_proxy_balance"),
     ];
     for (options, name) in cases {
         let server = ProxyServer::builder(options).start().unwrap();
