@@ -1,11 +1,13 @@
 //! Criterion benchmarks of the core: a request and its reply with 1, 100 and
-//! 10,000 resources online and 100,000 requests in flight, and expiring
-//! 100,000 deadlines. Run with `cargo bench --bench core`.
+//! 10,000 resources online and 100,000 requests in flight, for each
+//! `client_proxy_balance` and with `client_proxy_sticky = "requester"` (100
+//! resources: rendezvous hashing is linear in them), and expiring 100,000
+//! deadlines. Run with `cargo bench --bench core`.
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use client_proxy::core::{Config, Proxy, Stanza, Time, Verdict};
+use client_proxy::core::{Balance, Config, Proxy, Stanza, Sticky, Time, Verdict};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 
 const P: &str = "proxy.example.org";
@@ -13,7 +15,10 @@ const T: &str = "service@example.org";
 const HELD: usize = 100_000;
 
 fn proxy(resources: usize, held: usize) -> Proxy<u32> {
-    let mut config = Config::new(P, T);
+    proxy_with(resources, held, Config::new(P, T))
+}
+
+fn proxy_with(resources: usize, held: usize, mut config: Config) -> Proxy<u32> {
     config.max_in_flight = 1_000_000;
     config.max_in_flight_per_requester = 1_000_000;
     let mut proxy = Proxy::new(config, 7).unwrap();
@@ -32,12 +37,23 @@ fn proxy(resources: usize, held: usize) -> Proxy<u32> {
 
 fn request_reply(c: &mut Criterion) {
     let mut group = c.benchmark_group("request_reply");
-    for resources in [1, 100, 10_000] {
-        let mut p = proxy(resources, HELD);
+    let mut cases = Vec::new();
+    for balance in Balance::ALL {
+        for resources in [1, 100, 10_000] {
+            let mut config = Config::new(P, T);
+            config.balance = balance;
+            cases.push((balance.as_str(), resources, config));
+        }
+    }
+    let mut sticky = Config::new(P, T);
+    sticky.sticky = Sticky::Requester;
+    cases.push(("sticky_requester", 100, sticky));
+    for (name, resources, config) in cases {
+        let mut p = proxy_with(resources, HELD, config);
         let now = Time::from_micros(2);
         let u = "alice@example.org/phone";
         group.bench_with_input(
-            BenchmarkId::from_parameter(resources),
+            BenchmarkId::new(name, resources),
             &resources,
             |b, _| {
                 b.iter(|| {
