@@ -1,0 +1,273 @@
+//! Load generator for `client_proxy`: what the proxy costs next to sending
+//! the same IQs straight to the implementing client. Run with `--help`.
+//!
+//! `args` reads the options, `client` logs the accounts in and runs the
+//! implementing client's resources, `measure` runs the phases and takes
+//! their figures, `report` prints them.
+
+mod args;
+mod client;
+mod measure;
+mod report;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use client_proxy_testbed::minidom::Element;
+use client_proxy_testbed::{ProxyServer, PASSWORD, PROXY};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tokio_xmpp::jid::Jid;
+use tokio_xmpp::parsers::ping::Ping;
+use tokio_xmpp::parsers::presence::Presence;
+
+use args::{parse_args, Options, HELP};
+use client::{echo, login, sync};
+use measure::{summarize, Bench, Requester};
+use report::{error_summary, phase_header, phase_row, ratio_tables};
+
+// ---------------------------------------------------------------------------
+// Main
+
+fn main() -> ExitCode {
+    let opts = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(opts)) => opts,
+        Ok(None) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("loadgen: {message}\nTry loadgen --help.");
+            return ExitCode::from(2);
+        }
+    };
+    match run_main(opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("loadgen: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_main(opts: Options) -> Result<(), String> {
+    let began = std::time::Instant::now();
+    let opts = Arc::new(opts);
+    // The server is tied to this (the main) thread, which lives to the end.
+    let (server, addr, pid) = match &opts.address {
+        Some(address) => {
+            let addr = address
+                .to_socket_addrs()
+                .map_err(|e| format!("--address {address}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("--address {address} resolves to nothing"))?;
+            (None, addr, opts.pid)
+        }
+        None => {
+            let started = std::time::Instant::now();
+            let server = spawn_server(&opts)?;
+            let addr = server.prosody.c2s_addr();
+            let pid = server.prosody.pid();
+            println!(
+                "Spawned Prosody {} (pid {pid}, log level {}, Nagle {}) with client_proxy on {} \
+                 in {:.1} s",
+                prosody_version(),
+                opts.log_level,
+                if opts.nagle { "on" } else { "off" },
+                PROXY,
+                started.elapsed().as_secs_f64()
+            );
+            (Some(server), addr, Some(pid))
+        }
+    };
+    let runtime = if opts.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(opts.threads)
+            .enable_all()
+            .build()
+    }
+    .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
+    let result = runtime.block_on(run(opts.clone(), addr, pid));
+    drop(runtime);
+    if let (Err(_), Some(server)) = (&result, &server) {
+        eprintln!(
+            "--- end of the Prosody log ---\n{}",
+            tail(&server.prosody.log(), 30)
+        );
+    }
+    drop(server);
+    if result.is_ok() {
+        println!("Done in {:.0} s.", began.elapsed().as_secs_f64());
+    }
+    result
+}
+
+fn spawn_server(opts: &Options) -> Result<ProxyServer, String> {
+    let level = opts.log_level.clone();
+    let options = opts.server_options.clone();
+    let nagle = opts.nagle;
+    let accounts: Vec<String> = (1..=opts.requesters)
+        .map(|i| format!("{}{i}@localhost", opts.user_prefix))
+        .collect();
+    ProxyServer::builder("")
+        .with(|mut builder| {
+            builder = builder.log_level(&level);
+            if !nagle {
+                builder = builder.global_option("network_settings = { nagle = false }");
+            }
+            for line in &options {
+                builder = builder.global_option(line);
+            }
+            for account in &accounts {
+                builder = builder.user(account, PASSWORD);
+            }
+            builder
+        })
+        .start()
+        .map_err(|e| format!("cannot start Prosody: {e}"))
+}
+
+/// The Debian package's version of Prosody, or "".
+fn prosody_version() -> String {
+    std::process::Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", "prosody"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+// ---------------------------------------------------------------------------
+// Running the phases
+
+async fn run(opts: Arc<Options>, addr: SocketAddr, pid: Option<u32>) -> Result<(), String> {
+    let service_password = opts
+        .service_password
+        .clone()
+        .unwrap_or_else(|| opts.password.clone());
+    let service_domain = opts.service.split_once('@').map_or("", |(_, host)| host);
+
+    // The implementing client, online and known to the proxy.
+    let (stop, stopped) = watch::channel(false);
+    let mut targets = Vec::new();
+    let mut services: Vec<JoinHandle<Result<(), String>>> = Vec::new();
+    for k in 1..=opts.resources {
+        let jid = format!("{}/r{k}", opts.service);
+        let (mut stream, bound) = login(addr, &jid, &service_password).await?;
+        let presence = Presence::available().with_priority(0);
+        drop(stream.send(Box::new(presence.into())).await);
+        sync(&mut stream, service_domain).await?;
+        targets.push(bound);
+        services.push(tokio::spawn(echo(stream, stopped.clone())));
+    }
+    let mut requesters = Vec::new();
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    for i in 1..=opts.requesters {
+        let jid = format!("{}{i}@{}/load", opts.user_prefix, opts.domain);
+        let (stream, _) = login(addr, &jid, &opts.password).await?;
+        requesters.push(Requester {
+            stream,
+            next_id: 1,
+            rng: seed.wrapping_mul(i as u64 * 2 + 1) | 1,
+        });
+    }
+    let proxy: Jid = opts
+        .proxy
+        .parse()
+        .map_err(|e| format!("--proxy {:?}: {e}", opts.proxy))?;
+    let payload = if opts.payload == 0 {
+        Ping.into()
+    } else {
+        Element::builder("q", "urn:client-proxy:loadgen")
+            .append("x".repeat(opts.payload))
+            .build()
+    };
+
+    println!(
+        "{} requesters, {} resources, window {}, {} {}, {} s measured after {} s warm-up, \
+         {} pairs per load, {} generator thread{}",
+        opts.requesters,
+        opts.resources,
+        opts.window,
+        if opts.set { "set" } else { "get" },
+        if opts.payload == 0 {
+            "ping".to_owned()
+        } else {
+            format!("{} bytes", opts.payload)
+        },
+        opts.duration.as_secs_f64(),
+        opts.warmup.as_secs_f64(),
+        opts.rounds,
+        opts.threads,
+        if opts.threads == 1 { "" } else { "s" },
+    );
+    if pid.is_none() {
+        println!("No --pid: the server's CPU time is not measured.");
+    }
+    let mut bench = Bench {
+        opts: opts.clone(),
+        pid,
+        requesters,
+        services,
+        targets,
+        proxy,
+        payload,
+    };
+    // A fresh server is slower for its first seconds under load: both
+    // modes once, unmeasured, before the first pair.
+    if let Some(&load) = opts.loads.first() {
+        for &mode in &opts.modes {
+            bench
+                .phase(load, mode, opts.first_warmup, Duration::ZERO)
+                .await?;
+        }
+    }
+    let mut phases = Vec::new();
+    for &load in &opts.loads {
+        println!();
+        println!("{}", phase_header(load));
+        for round in 1..=opts.rounds {
+            for &mode in &opts.modes {
+                let (stats, before, after) =
+                    bench.phase(load, mode, opts.warmup, opts.duration).await?;
+                let phase = summarize(load, round, mode, &opts, stats, before, after);
+                println!("{}", phase_row(&phase));
+                phases.push(phase);
+            }
+        }
+    }
+    let Bench {
+        requesters,
+        services,
+        ..
+    } = bench;
+
+    println!();
+    print!("{}", ratio_tables(&opts, &phases));
+    print!("{}", error_summary(&phases));
+
+    stop.send_replace(true);
+    for service in services {
+        let _ = service.await;
+    }
+    for req in requesters {
+        let _ = timeout(Duration::from_secs(2), req.stream.close()).await;
+    }
+    Ok(())
+}

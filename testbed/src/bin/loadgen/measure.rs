@@ -1,0 +1,420 @@
+//! The phases: requesters keeping their windows full or sending at a pace,
+//! the CPU time of the server and of the machine, and one phase's figures.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use client_proxy_testbed::error_condition;
+use client_proxy_testbed::minidom::Element;
+use futures_util::StreamExt;
+use tokio::task::JoinHandle;
+use tokio::time::{interval_at, sleep_until, Instant, MissedTickBehavior};
+use tokio_xmpp::jid::Jid;
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::stanzastream::{Event, StanzaStream};
+use tokio_xmpp::Stanza;
+
+use crate::args::{Load, Mode, Options};
+use crate::client::lost;
+
+pub(crate) struct Requester {
+    pub(crate) stream: StanzaStream,
+    pub(crate) next_id: u64,
+    pub(crate) rng: u64,
+}
+
+impl Requester {
+    fn random(&mut self) -> u64 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// What one phase asks of every requester.
+pub(crate) struct PhaseSpec {
+    pub(crate) targets: Vec<Jid>,
+    pub(crate) window: usize,
+    /// Between two requests of one requester; `None` keeps `window` in
+    /// flight.
+    pub(crate) pace: Option<Duration>,
+    pub(crate) start: Instant,
+    pub(crate) measure_from: Instant,
+    pub(crate) measure_to: Instant,
+    pub(crate) timeout: Duration,
+    pub(crate) set: bool,
+    pub(crate) payload: Element,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    /// Round trips completed in the measured window.
+    pub(crate) completed: u64,
+    /// Their latencies, in microseconds.
+    pub(crate) latencies: Vec<u32>,
+    /// Error replies (type/condition) and timeouts, over the whole phase.
+    pub(crate) errors: BTreeMap<String, u64>,
+    /// Paced requests not sent because `window` were in flight (measured
+    /// window only).
+    pub(crate) skipped: u64,
+}
+
+impl Stats {
+    fn merge(&mut self, other: Stats) {
+        self.completed += other.completed;
+        self.latencies.extend(other.latencies);
+        for (condition, n) in other.errors {
+            *self.errors.entry(condition).or_default() += n;
+        }
+        self.skipped += other.skipped;
+    }
+}
+
+pub(crate) async fn request_phase(
+    mut req: Requester,
+    spec: Arc<PhaseSpec>,
+    offset: Duration,
+) -> Result<(Requester, Stats), String> {
+    let mut stats = Stats::default();
+    let mut in_flight: HashMap<u64, Instant> = HashMap::with_capacity(spec.window * 2);
+    let mut housekeeping = interval_at(spec.start, Duration::from_millis(100));
+    housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut pacer = spec.pace.map(|pace| {
+        // Burst: requests that fell behind are still sent (open loop).
+        interval_at(spec.start + offset, pace)
+    });
+    let mut sending = true;
+
+    if spec.pace.is_none() {
+        for _ in 0..spec.window {
+            send_request(&mut req, &spec, &mut in_flight).await;
+        }
+    }
+    loop {
+        tokio::select! {
+            biased;
+            event = req.stream.next() => {
+                if lost(&event) {
+                    return Err("a requester lost its connection".into());
+                }
+                let Some(Event::Stanza(Stanza::Iq(iq))) = event else { continue };
+                let (id, error) = match iq {
+                    Iq::Result { id, .. } => (id, None),
+                    iq @ Iq::Error { .. } => {
+                        let element = Element::from(Stanza::Iq(iq));
+                        let condition = error_condition(&element)
+                            .map_or_else(|| "error without condition".to_owned(),
+                                         |(type_, condition)| format!("{type_}/{condition}"));
+                        (element.attr("id").unwrap_or_default().to_owned(), Some(condition))
+                    }
+                    _ => continue,
+                };
+                // Replies to an earlier phase's timed-out requests are ignored.
+                let Some(sent) = id.parse().ok().and_then(|n: u64| in_flight.remove(&n)) else {
+                    continue;
+                };
+                let now = Instant::now();
+                match error {
+                    Some(condition) => *stats.errors.entry(condition).or_default() += 1,
+                    None if now >= spec.measure_from && now < spec.measure_to => {
+                        stats.completed += 1;
+                        let micros = now.duration_since(sent).as_micros();
+                        stats.latencies.push(micros.min(u32::MAX as u128) as u32);
+                    }
+                    None => {}
+                }
+                if sending && spec.pace.is_none() {
+                    if now < spec.measure_to {
+                        send_request(&mut req, &spec, &mut in_flight).await;
+                    } else {
+                        sending = false;
+                    }
+                }
+            }
+            _ = async { pacer.as_mut().expect("paced").tick().await }, if sending && pacer.is_some() => {
+                let now = Instant::now();
+                if now >= spec.measure_to {
+                    sending = false;
+                } else if in_flight.len() < spec.window {
+                    send_request(&mut req, &spec, &mut in_flight).await;
+                } else if now >= spec.measure_from {
+                    stats.skipped += 1;
+                }
+            }
+            _ = housekeeping.tick() => {
+                let now = Instant::now();
+                if now >= spec.measure_to {
+                    sending = false;
+                }
+                let before = in_flight.len();
+                in_flight.retain(|_, sent| now.duration_since(*sent) < spec.timeout);
+                let expired = before - in_flight.len();
+                if expired > 0 {
+                    *stats.errors.entry("timeout".into()).or_default() += expired as u64;
+                    if sending && spec.pace.is_none() {
+                        for _ in 0..expired {
+                            send_request(&mut req, &spec, &mut in_flight).await;
+                        }
+                    }
+                }
+                if !sending && in_flight.is_empty() {
+                    break;
+                }
+            }
+        }
+        if !sending && in_flight.is_empty() {
+            break;
+        }
+    }
+    Ok((req, stats))
+}
+
+pub(crate) async fn send_request(
+    req: &mut Requester,
+    spec: &PhaseSpec,
+    in_flight: &mut HashMap<u64, Instant>,
+) {
+    let id = req.next_id;
+    req.next_id += 1;
+    let to = if spec.targets.len() == 1 {
+        spec.targets[0].clone()
+    } else {
+        let pick = (req.random() % spec.targets.len() as u64) as usize;
+        spec.targets[pick].clone()
+    };
+    let (from, to, id_text, payload) = (None, Some(to), id.to_string(), spec.payload.clone());
+    let iq = if spec.set {
+        Iq::Set {
+            from,
+            to,
+            id: id_text,
+            payload,
+        }
+    } else {
+        Iq::Get {
+            from,
+            to,
+            id: id_text,
+            payload,
+        }
+    };
+    in_flight.insert(id, Instant::now());
+    // The token would say when the stanza is written; not waited for.
+    drop(req.stream.send(Box::new(iq.into())).await);
+}
+
+// ---------------------------------------------------------------------------
+// CPU time from /proc
+
+pub(crate) fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+/// utime + stime of a process, in seconds.
+pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the whole line; `rest` starts at field 3.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+/// CPU seconds the whole machine has been busy (all cores together).
+pub(crate) fn host_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .map(|field| field.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is in user)
+    let busy: f64 = ticks.iter().take(8).sum::<f64>()
+        - ticks.get(3).copied().unwrap_or(0.0)
+        - ticks.get(4).copied().unwrap_or(0.0);
+    Some(busy / clock_ticks())
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuMark {
+    pub(crate) at: Instant,
+    pub(crate) server: Option<f64>,
+    pub(crate) own: Option<f64>,
+    pub(crate) host: Option<f64>,
+}
+
+pub(crate) fn cpu_mark(pid: Option<u32>) -> CpuMark {
+    CpuMark {
+        at: Instant::now(),
+        server: pid.and_then(|pid| cpu_seconds(&pid.to_string())),
+        own: cpu_seconds("self"),
+        host: host_busy_seconds(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Running the phases
+
+/// The figures of one measured phase.
+#[derive(Debug, Clone)]
+pub(crate) struct Phase {
+    pub(crate) load: Load,
+    pub(crate) round: usize,
+    pub(crate) mode: Mode,
+    pub(crate) rate: f64,
+    pub(crate) p50: f64,
+    pub(crate) p90: f64,
+    pub(crate) p99: f64,
+    pub(crate) max: f64,
+    pub(crate) errors: BTreeMap<String, u64>,
+    pub(crate) skipped: u64,
+    /// Server CPU use, as a fraction of one core.
+    pub(crate) server_util: Option<f64>,
+    /// Server CPU milliseconds per 1,000 round trips.
+    pub(crate) cpu_per_1k: Option<f64>,
+    pub(crate) own_util: Option<f64>,
+    /// Everything else the machine ran meanwhile, in cores.
+    pub(crate) other_util: Option<f64>,
+}
+
+/// Everything connected, ready to run phases.
+pub(crate) struct Bench {
+    pub(crate) opts: Arc<Options>,
+    pub(crate) pid: Option<u32>,
+    pub(crate) requesters: Vec<Requester>,
+    pub(crate) services: Vec<JoinHandle<Result<(), String>>>,
+    pub(crate) targets: Vec<Jid>,
+    pub(crate) proxy: Jid,
+    pub(crate) payload: Element,
+}
+
+impl Bench {
+    /// One phase: `warmup`, then `duration` measured, then the requests
+    /// still in flight are waited for.
+    pub(crate) async fn phase(
+        &mut self,
+        load: Load,
+        mode: Mode,
+        warmup: Duration,
+        duration: Duration,
+    ) -> Result<(Stats, CpuMark, CpuMark), String> {
+        let opts = &self.opts;
+        let start = Instant::now();
+        let spec = Arc::new(PhaseSpec {
+            targets: match mode {
+                Mode::Direct => self.targets.clone(),
+                Mode::Proxied => vec![self.proxy.clone()],
+            },
+            window: opts.window,
+            pace: match load {
+                Load::Max => None,
+                Load::Rate(rate) => Some(Duration::from_secs_f64(opts.requesters as f64 / rate)),
+            },
+            start,
+            measure_from: start + warmup,
+            measure_to: start + warmup + duration,
+            timeout: opts.timeout,
+            set: opts.set,
+            payload: self.payload.clone(),
+        });
+        let pace = spec.pace.unwrap_or_default();
+        let tasks: Vec<_> = self
+            .requesters
+            .drain(..)
+            .enumerate()
+            .map(|(i, req)| {
+                // Paced requesters take turns rather than send together.
+                let offset = pace.mul_f64(i as f64 / opts.requesters as f64);
+                tokio::spawn(request_phase(req, spec.clone(), offset))
+            })
+            .collect();
+        sleep_until(spec.measure_from).await;
+        let before = cpu_mark(self.pid);
+        sleep_until(spec.measure_to).await;
+        let after = cpu_mark(self.pid);
+        let mut stats = Stats::default();
+        let mut failure = None;
+        for task in tasks {
+            match task.await {
+                Ok(Ok((req, s))) => {
+                    self.requesters.push(req);
+                    stats.merge(s);
+                }
+                Ok(Err(e)) => failure = Some(e),
+                Err(e) => failure = Some(format!("a requester failed: {e}")),
+            }
+        }
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        if self.services.iter().any(JoinHandle::is_finished) {
+            return Err("a resource of the implementing client stopped".into());
+        }
+        Ok((stats, before, after))
+    }
+}
+
+pub(crate) fn summarize(
+    load: Load,
+    round: usize,
+    mode: Mode,
+    opts: &Options,
+    mut stats: Stats,
+    before: CpuMark,
+    after: CpuMark,
+) -> Phase {
+    let duration = opts.duration.as_secs_f64();
+    let wall = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
+    stats.latencies.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        let n = stats.latencies.len();
+        if n == 0 {
+            return f64::NAN;
+        }
+        let rank = ((p * n as f64).ceil() as usize).clamp(1, n);
+        stats.latencies[rank - 1] as f64 / 1000.0
+    };
+    let server_cpu = match (before.server, after.server) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let own_cpu = match (before.own, after.own) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let other_cpu = match (before.host, after.host, own_cpu) {
+        (Some(a), Some(b), Some(own)) => Some((b - a - own - server_cpu.unwrap_or(0.0)).max(0.0)),
+        _ => None,
+    };
+    Phase {
+        load,
+        round,
+        mode,
+        rate: stats.completed as f64 / duration,
+        p50: pct(0.50),
+        p90: pct(0.90),
+        p99: pct(0.99),
+        max: pct(1.0),
+        errors: stats.errors,
+        skipped: stats.skipped,
+        server_util: server_cpu.map(|cpu| cpu / wall),
+        // The CPU window is the measured one give or take a scheduling
+        // delay: scaled to it.
+        cpu_per_1k: server_cpu.and_then(|cpu| {
+            (stats.completed > 0).then(|| cpu / wall * duration / stats.completed as f64 * 1e6)
+        }),
+        own_util: own_cpu.map(|cpu| cpu / wall),
+        other_util: other_cpu.map(|cpu| cpu / wall),
+    }
+}
