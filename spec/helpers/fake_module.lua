@@ -9,8 +9,19 @@
 -- $CLIENT_PROXY_PLUGIN/mod_client_proxy.lua, which loads client_proxy.so
 -- from next to it.
 
-package.path = "/usr/lib/prosody/?.lua;" .. package.path;
-package.cpath = "/usr/lib/prosody/?.so;" .. package.cpath;
+-- Prosody's source tree (its launchers' CFG_SOURCEDIR): the system's, or
+-- another one named by $CLIENT_PROXY_PROSODY_SOURCE (`make test-busted`
+-- runs the specs with 0.12's and with 13's).
+local prosody_source = os.getenv("CLIENT_PROXY_PROSODY_SOURCE") or "/usr/lib/prosody";
+package.path = prosody_source .. "/?.lua;" .. package.path;
+package.cpath = prosody_source .. "/?.so;" .. package.cpath;
+-- Prosody 13's modules require each other as "prosody.util.*"; its loader
+-- maps those names to the files (0.12 has no loader and needs none).
+local prosody_loader = io.open(prosody_source .. "/loader.lua");
+if prosody_loader then
+	prosody_loader:close();
+	require "loader";
+end
 
 local st = require "util.stanza";
 local jid = require "util.jid";
