@@ -20,10 +20,25 @@ end
 
 local target_address = module:get_option_string("target_address");
 local manage_roster = module:get_option_boolean("client_proxy_manage_roster", true);
+-- Seconds, or on Prosody 13 also a period such as "2 min". A value that
+-- cannot be read stops the load instead of leaving the default in its place.
+local function get_option_period(name, default)
+	local value, seconds = module:get_option(name);
+	if module.get_option_period then
+		seconds = module:get_option_period(name, default);
+	else
+		seconds = value == nil and default or tonumber(value);
+	end
+	if seconds == nil then
+		error(("%s must be a number of seconds%s, not %q"):format(name, module.get_option_period
+			and ' or a period such as "2 min"' or ' (a period such as "2 min" needs Prosody 13)', tostring(value)), 0);
+	end
+	return seconds;
+end
 local options = {
 	host = module.host;
 	target = target_address;
-	timeout = module:get_option_number("client_proxy_timeout", 30);
+	timeout = get_option_period("client_proxy_timeout", 30);
 	get_attempts = module:get_option_number("client_proxy_get_attempts", 2);
 	max_in_flight = module:get_option_number("client_proxy_max_in_flight", 100000);
 	max_in_flight_per_requester = module:get_option_number("client_proxy_max_in_flight_per_requester", 1000);

@@ -384,6 +384,15 @@ impl Prosody {
         read_lossy(&self.log_path(), 0)
     }
 
+    /// The log's lines at level `warn` or `error`, so far.
+    pub fn warnings_and_errors(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|line| line.contains("\twarn\t") || line.contains("\terror\t"))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Polls the log until it contains `needle`; false on timeout. Matches
     /// anywhere in the log, including lines written before the call.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
