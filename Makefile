@@ -4,6 +4,7 @@
 #   make bench                     set up, build, and measure proxied against direct IQs (BENCHMARKS.md)
 #   make test                      set up, build, and run every test
 #   make install PLUGIN_DIR=DIR    put mod_client_proxy/ into Prosody's plugin path
+#   make deb                       build build/prosody-mod-client-proxy_<version>_<arch>.deb for Debian's Prosody
 #   make plugin LUA=5.1            build for another Lua: 5.4 (default), 5.3, 5.2, 5.1, jit
 
 LUA ?= 5.4
@@ -35,7 +36,7 @@ PROSODY_VERSIONS = 0.12 13
 prosody_source_0.12 := /usr/lib/prosody
 prosody_source_13 := $(CURDIR)/target/prosody-13/root/usr/lib/prosody
 
-.PHONY: all setup plugin install test test-lua-variants test-busted test-cargo lint demo bench clean
+.PHONY: all setup plugin install deb test test-lua-variants test-busted test-cargo lint demo bench clean
 
 all: plugin
 
@@ -54,6 +55,11 @@ install: plugin
 	$(call put,$(plugin)/mod_client_proxy.lua,$(PLUGIN_DIR)/mod_client_proxy/mod_client_proxy.lua)
 	$(call put,$(plugin)/client_proxy.so,$(PLUGIN_DIR)/mod_client_proxy/client_proxy.so)
 	@echo "Installed into $(PLUGIN_DIR)/mod_client_proxy; add \"$(PLUGIN_DIR)\" to plugin_paths"
+
+# The Debian package, for Debian's Prosody and its Lua 5.4: scripts/build-deb.
+deb:
+	$(MAKE) plugin LUA=5.4
+	sh scripts/build-deb
 
 # Every Lua that Prosody supports compiles; the 5.4, 5.1 and LuaJIT builds
 # load into their own interpreters and route a request.
@@ -78,7 +84,7 @@ test-busted: plugin
 
 # Everything once on 0.12 (unit, model, property and end-to-end tests), then
 # the end-to-end tests (the testbed package) again on 13.
-test-cargo: plugin
+test-cargo: plugin deb
 	@echo "== unit tests, and end-to-end on Prosody 0.12"
 	CLIENT_PROXY_PROSODY=0.12 CLIENT_PROXY_PLUGIN_DIR=$(CURDIR)/build/lua-$(LUA) $(CARGO) test --workspace
 	@echo "== end-to-end on Prosody 13"
