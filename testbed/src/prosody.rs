@@ -767,6 +767,29 @@ enum Startup {
     Failed(String),
 }
 
+/// A fresh, empty directory under the system temp dir, removed with all it
+/// holds when dropped (unless [`KEEP_TESTDIR_ENV`] is set).
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> io::Result<TempDir> {
+        make_test_dir().map(TempDir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os(KEEP_TESTDIR_ENV).is_none() {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// A new, empty, uniquely named directory under the system temp dir.
 ///
 /// Falls back to `/tmp` if the temp dir's path is so long that the admin

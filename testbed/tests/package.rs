@@ -9,9 +9,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use client_proxy_testbed::{error_condition, ping, spawn_echo, EchoMode, ProxyServer, PROXY};
+use client_proxy_testbed::{
+    error_condition, ping, spawn_echo, EchoMode, ProxyServer, TempDir, PROXY,
+};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -78,35 +80,17 @@ fn dpkg_deb(args: &[&str], deb: &Path) -> String {
     String::from_utf8(output.stdout).expect("utf-8")
 }
 
-/// A fresh directory the package is unpacked into; removed on drop.
-struct Unpacked(PathBuf);
-
-impl Unpacked {
-    fn new(deb: &Path) -> Unpacked {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "client-proxy-deb-{}-{nanos:08x}",
-            std::process::id()
-        ));
-        fs::create_dir(&dir).expect("create the package's root");
-        let unpacked = Unpacked(dir);
-        let status = Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(deb)
-            .arg(&unpacked.0)
-            .status()
-            .expect("run dpkg-deb -x");
-        assert!(status.success(), "dpkg-deb -x failed");
-        unpacked
-    }
-}
-
-impl Drop for Unpacked {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// The package unpacked into a fresh directory, as `dpkg-deb -x` does.
+fn unpacked(deb: &Path) -> TempDir {
+    let dir = TempDir::new().expect("create the package's root");
+    let status = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(deb)
+        .arg(dir.path())
+        .status()
+        .expect("run dpkg-deb -x");
+    assert!(status.success(), "dpkg-deb -x failed");
+    dir
 }
 
 #[test]
@@ -160,9 +144,9 @@ fn the_package_holds_the_module_and_nothing_else_with_its_control_data() {
         assert!(field(name).is_some_and(|v| !v.is_empty()), "no {name}");
     }
 
-    let root = Unpacked::new(deb);
+    let root = unpacked(deb);
     let so = root
-        .0
+        .path()
         .join("usr/lib/prosody/modules/mod_client_proxy/client_proxy.so");
     let sections = Command::new("readelf").arg("-S").arg(&so).output().unwrap();
     assert!(sections.status.success());
@@ -170,16 +154,19 @@ fn the_package_holds_the_module_and_nothing_else_with_its_control_data() {
         !String::from_utf8_lossy(&sections.stdout).contains(".symtab"),
         "the library is not stripped"
     );
-    let copyright = fs::read_to_string(root.0.join(format!("usr/share/doc/{PACKAGE}/copyright")))
-        .expect("a copyright file");
+    let copyright = fs::read_to_string(
+        root.path()
+            .join(format!("usr/share/doc/{PACKAGE}/copyright")),
+    )
+    .expect("a copyright file");
     assert!(copyright.contains("License: MIT"));
 }
 
 /// B1/A8, B2 and C2 against the module as unpacked from the package, found
 /// in `plugins` (a directory of the package's root).
 async fn serves_rows(plugins: &str) {
-    let root = Unpacked::new(deb());
-    let plugins = root.0.join(plugins);
+    let root = unpacked(deb());
+    let plugins = root.path().join(plugins);
     let server = ProxyServer::builder_from(&plugins, "client_proxy_timeout = 1")
         .start()
         .expect("start Prosody with the packaged module");
