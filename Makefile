@@ -4,6 +4,7 @@
 #   make bench                     set up, build, and measure proxied against direct IQs (BENCHMARKS.md)
 #   make test                      set up, build, and run every test
 #   make install PLUGIN_DIR=DIR    put mod_client_proxy/ into Prosody's plugin path
+#   make deb                       build build/prosody-mod-client-proxy_<version>_<arch>.deb for Debian's Prosody
 #   make plugin LUA=5.1            build for another Lua: 5.4 (default), 5.3, 5.2, 5.1, jit
 
 LUA ?= 5.4
@@ -27,7 +28,15 @@ put = cp $(1) $(2).tmp.$$$$ && mv -f $(2).tmp.$$$$ $(2)
 CARGO ?= cargo
 BUSTED ?= lua5.4 /usr/bin/busted
 
-.PHONY: all setup plugin install test test-lua-variants test-busted test-cargo lint demo bench clean
+# The busted specs and the end-to-end tests run on both Prosody versions:
+# the system's 0.12 (Debian 12) and the 13 that scripts/setup fetches from
+# bookworm-backports into target/prosody-13 (the testbed picks it by
+# CLIENT_PROXY_PROSODY=13; the specs take its util.* by source directory).
+PROSODY_VERSIONS = 0.12 13
+prosody_source_0.12 := /usr/lib/prosody
+prosody_source_13 := $(CURDIR)/target/prosody-13/root/usr/lib/prosody
+
+.PHONY: all setup plugin install deb test test-lua-variants test-busted test-cargo lint demo bench clean
 
 all: plugin
 
@@ -47,6 +56,11 @@ install: plugin
 	$(call put,$(plugin)/client_proxy.so,$(PLUGIN_DIR)/mod_client_proxy/client_proxy.so)
 	@echo "Installed into $(PLUGIN_DIR)/mod_client_proxy; add \"$(PLUGIN_DIR)\" to plugin_paths"
 
+# The Debian package, for Debian's Prosody and its Lua 5.4: scripts/build-deb.
+deb:
+	$(MAKE) plugin LUA=5.4
+	sh scripts/build-deb
+
 # Every Lua that Prosody supports compiles; the 5.4, 5.1 and LuaJIT builds
 # load into their own interpreters and route a request.
 test-lua-variants:
@@ -61,10 +75,20 @@ test-lua-variants:
 	done
 
 test-busted: plugin
-	CLIENT_PROXY_PLUGIN=$(CURDIR)/$(plugin) $(BUSTED) --lpath='./spec/?.lua' spec
+	@for v in $(PROSODY_VERSIONS); do \
+		echo "== busted on Prosody $$v"; \
+		case $$v in 0.12) src=$(prosody_source_0.12) ;; 13) src=$(prosody_source_13) ;; esac; \
+		CLIENT_PROXY_PROSODY_SOURCE=$$src CLIENT_PROXY_PLUGIN=$(CURDIR)/$(plugin) \
+			$(BUSTED) --lpath='./spec/?.lua' spec || exit 1; \
+	done
 
-test-cargo: plugin
-	CLIENT_PROXY_PLUGIN_DIR=$(CURDIR)/build/lua-$(LUA) $(CARGO) test --workspace
+# Everything once on 0.12 (unit, model, property and end-to-end tests), then
+# the end-to-end tests (the testbed package) again on 13.
+test-cargo: plugin deb
+	@echo "== unit tests, and end-to-end on Prosody 0.12"
+	CLIENT_PROXY_PROSODY=0.12 CLIENT_PROXY_PLUGIN_DIR=$(CURDIR)/build/lua-$(LUA) $(CARGO) test --workspace
+	@echo "== end-to-end on Prosody 13"
+	CLIENT_PROXY_PROSODY=13 CLIENT_PROXY_PLUGIN_DIR=$(CURDIR)/build/lua-$(LUA) $(CARGO) test -p client_proxy_testbed
 
 lint:
 	$(CARGO) fmt --all --check

@@ -24,10 +24,25 @@ local attempts_option = module:get_option("client_proxy_attempts") == nil
 	and module:get_option("client_proxy_get_attempts") ~= nil
 	and "client_proxy_get_attempts" or "client_proxy_attempts";
 local manage_roster = module:get_option_boolean("client_proxy_manage_roster", true);
+-- Seconds, or on Prosody 13 also a period such as "2 min". A value that
+-- cannot be read stops the load instead of leaving the default in its place.
+local function get_option_period(name, default)
+	local value, seconds = module:get_option(name);
+	if module.get_option_period then
+		seconds = module:get_option_period(name, default);
+	else
+		seconds = value == nil and default or tonumber(value);
+	end
+	if seconds == nil then
+		error(("%s must be a number of seconds%s, not %q"):format(name, module.get_option_period
+			and ' or a period such as "2 min"' or ' (a period such as "2 min" needs Prosody 13)', tostring(value)), 0);
+	end
+	return seconds;
+end
 local options = {
 	host = module.host;
 	target = target_address;
-	timeout = module:get_option_number("client_proxy_timeout", 30);
+	timeout = get_option_period("client_proxy_timeout", 30);
 	attempts = module:get_option_number(attempts_option, 2);
 	attempts_option = attempts_option;
 	balance = module:get_option_string("client_proxy_balance", "random");

@@ -9,8 +9,19 @@
 -- $CLIENT_PROXY_PLUGIN/mod_client_proxy.lua, which loads client_proxy.so
 -- from next to it.
 
-package.path = "/usr/lib/prosody/?.lua;" .. package.path;
-package.cpath = "/usr/lib/prosody/?.so;" .. package.cpath;
+-- Prosody's source tree (its launchers' CFG_SOURCEDIR): the system's, or
+-- another one named by $CLIENT_PROXY_PROSODY_SOURCE (`make test-busted`
+-- runs the specs with 0.12's and with 13's).
+local prosody_source = os.getenv("CLIENT_PROXY_PROSODY_SOURCE") or "/usr/lib/prosody";
+package.path = prosody_source .. "/?.lua;" .. package.path;
+package.cpath = prosody_source .. "/?.so;" .. package.cpath;
+-- Prosody 13's modules require each other as "prosody.util.*"; its loader
+-- maps those names to the files (0.12 has no loader and needs none).
+local prosody_loader = io.open(prosody_source .. "/loader.lua");
+if prosody_loader then
+	prosody_loader:close();
+	require "loader";
+end
 
 local st = require "util.stanza";
 local jid = require "util.jid";
@@ -227,8 +238,9 @@ instance_mt.__index = instance_mt;
 
 -- Loads one instance of the shim on M.host. `options` are the Component
 -- block's options; `how` may hold host_type (default "component"),
--- reloading (true for the instance that replaces another on a reload) and
--- library (put in package.loaded.client_proxy before the shim runs).
+-- reloading (true for the instance that replaces another on a reload),
+-- library (put in package.loaded.client_proxy before the shim runs) and
+-- get_option_period (see below).
 -- Returns the instance, or raises the error the shim raised while loading.
 function server_mt:load(options, how)
 	options = options or {};
@@ -262,6 +274,17 @@ function server_mt:load(options, how)
 		local value = options[name];
 		if value == nil then return default; end
 		return value;
+	end
+	function module:get_option(name, default)
+		return option(name, default);
+	end
+	-- Prosody 13's, when `how.get_option_period` stands in for its parsing
+	-- of periods ("2 min"): that function gets the raw value and returns
+	-- seconds or nil (0.12 has no such method).
+	if how.get_option_period then
+		function module:get_option_period(name, default)
+			return how.get_option_period(option(name, default));
+		end
 	end
 	function module:get_option_string(name, default)
 		local value = option(name, default);

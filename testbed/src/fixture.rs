@@ -56,12 +56,18 @@ impl ProxyServer {
     /// A builder with the module on [`PROXY`] and these extra lines under
     /// its `Component` block (they may override `target_address`).
     pub fn builder(options: &str) -> ProxyServerBuilder {
+        Self::builder_from(plugin_dir(), options)
+    }
+
+    /// [`builder`](Self::builder) with the module found in `plugins`
+    /// (a directory holding `mod_client_proxy/`) instead of the build.
+    pub fn builder_from(plugins: &Path, options: &str) -> ProxyServerBuilder {
         let mut component = format!("target_address = \"{TARGET}\"");
         if !options.is_empty() {
             component = format!("{component}\n{options}");
         }
         let mut inner = ProsodyBuilder::new()
-            .plugin_path(plugin_dir())
+            .plugin_path(plugins)
             .component(PROXY, "client_proxy", &component)
             .user(TARGET, PASSWORD);
         for user in REQUESTERS {

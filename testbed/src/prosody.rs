@@ -8,12 +8,19 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Set this environment variable (to anything) to keep the server's
 /// directory (config, data, log) after the [`Prosody`] is dropped.
 pub const KEEP_TESTDIR_ENV: &str = "CLIENT_PROXY_KEEP_TESTDIR";
+
+/// Which Prosody the testbed runs: unset, empty, `system` or `0.12` for the
+/// system's (`prosody` and `prosodyctl` on `PATH`); `13` for the copy that
+/// `scripts/setup` fetches into `target/prosody-13`; or any directory with
+/// that layout (`bin/prosody`, `bin/prosodyctl`).
+pub const PROSODY_ENV: &str = "CLIENT_PROXY_PROSODY";
 
 const PROSODY: &str = "prosody";
 const PROSODYCTL: &str = "prosodyctl";
@@ -57,6 +64,121 @@ module:hook_global("server-started", function ()
 	module:log("info", "Testbed: server started");
 end);
 "#;
+
+/// A Prosody installation: its launchers and the source tree they run.
+#[derive(Debug)]
+pub struct Installation {
+    /// What [`PROSODY_ENV`] said, or `system`.
+    pub selector: String,
+    /// Where `prosody` and `prosodyctl` are; `None` for the ones on `PATH`.
+    bin_dir: Option<PathBuf>,
+    /// The launchers' `CFG_SOURCEDIR`: `util/`, `core/`, `modules/`, ...
+    pub source_dir: PathBuf,
+    /// From `prosody.version` in the source tree, e.g. `0.12.3`, `13.0.1`.
+    pub version: String,
+}
+
+impl Installation {
+    /// The Prosody that [`PROSODY_ENV`] selects, looked up once. Panics with
+    /// what to do when it is not there.
+    pub fn selected() -> &'static Installation {
+        static SELECTED: OnceLock<Installation> = OnceLock::new();
+        SELECTED.get_or_init(|| {
+            let selector = std::env::var(PROSODY_ENV).unwrap_or_default();
+            Installation::find(&selector)
+                .unwrap_or_else(|e| panic!("{PROSODY_ENV}={selector:?}: {e}"))
+        })
+    }
+
+    /// The installation named by a [`PROSODY_ENV`] value.
+    pub fn find(selector: &str) -> io::Result<Installation> {
+        let (selector, bin_dir) = match selector {
+            "" | "system" | "0.12" => (
+                if selector.is_empty() {
+                    "system"
+                } else {
+                    selector
+                },
+                None,
+            ),
+            "13" => {
+                let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/prosody-13");
+                (selector, Some(absolute(&dir).join("bin")))
+            }
+            dir => (dir, Some(absolute(Path::new(dir)).join("bin"))),
+        };
+        let launcher = match &bin_dir {
+            Some(dir) => dir.join(PROSODYCTL),
+            None => find_in_path(PROSODYCTL).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "no prosodyctl on PATH; run scripts/setup",
+                )
+            })?,
+        };
+        let script = fs::read_to_string(&launcher).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot read {}: {e}; run scripts/setup", launcher.display()),
+            )
+        })?;
+        let source_dir = script
+            .lines()
+            .find_map(|l| l.strip_prefix("CFG_SOURCEDIR='"))
+            .and_then(|l| l.split('\'').next())
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                io::Error::other(format!("no CFG_SOURCEDIR in {}", launcher.display()))
+            })?;
+        let version = fs::read_to_string(source_dir.join("prosody.version"))
+            .map(|v| v.trim().to_owned())
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("{}/prosody.version: {e}", source_dir.display()),
+                )
+            })?;
+        if selector == "0.12" && !version.starts_with("0.12") {
+            return Err(io::Error::other(format!(
+                "the system's Prosody is {version}, not 0.12"
+            )));
+        }
+        Ok(Installation {
+            selector: selector.to_owned(),
+            bin_dir,
+            source_dir,
+            version,
+        })
+    }
+
+    /// The major version: 0 for 0.12, 13 for 13.0.
+    pub fn major(&self) -> u32 {
+        self.version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// `Prosody 13.0.1`, for messages.
+    pub fn name(&self) -> String {
+        format!("Prosody {}", self.version)
+    }
+
+    /// A command running one of the launchers.
+    fn command(&self, launcher: &str) -> Command {
+        match &self.bin_dir {
+            Some(dir) => Command::new(dir.join(launcher)),
+            None => Command::new(launcher),
+        }
+    }
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+}
 
 /// Configuration of a test server, turned into a [`Prosody`] by
 /// [`start`](Self::start).
@@ -191,6 +313,7 @@ impl ProsodyBuilder {
         // From here on, dropping `server` cleans the directory up.
         let mut server = Prosody {
             child: None,
+            install: Installation::selected(),
             dir,
             config: self,
             port: 0,
@@ -219,6 +342,7 @@ impl ProsodyBuilder {
 #[must_use = "dropping it stops the server"]
 pub struct Prosody {
     child: Option<Child>,
+    install: &'static Installation,
     dir: PathBuf,
     config: ProsodyBuilder,
     port: u16,
@@ -233,6 +357,11 @@ impl Prosody {
     /// Process id of the server (0 after a failed [`restart`](Self::restart)).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The Prosody this server runs (see [`PROSODY_ENV`]).
+    pub fn installation(&self) -> &'static Installation {
+        self.install
     }
 
     /// The server's directory: config, `data/`, log and admin socket.
@@ -253,6 +382,15 @@ impl Prosody {
     /// The whole log so far.
     pub fn log(&self) -> String {
         read_lossy(&self.log_path(), 0)
+    }
+
+    /// The log's lines at level `warn` or `error`, so far.
+    pub fn warnings_and_errors(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|line| line.contains("\twarn\t") || line.contains("\terror\t"))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Polls the log until it contains `needle`; false on timeout. Matches
@@ -293,7 +431,11 @@ impl Prosody {
             .prosodyctl()
             .args(["register", user, host, password])
             .output()?;
-        check_output("prosodyctl register", &output).map(drop)
+        check_output(
+            &format!("prosodyctl register ({})", self.install.name()),
+            &output,
+        )
+        .map(drop)
     }
 
     /// True while the server process is alive.
@@ -305,11 +447,20 @@ impl Prosody {
 
     /// Runs one command in the server's admin console (`prosodyctl shell`),
     /// e.g. `server:version()` or `module:reload("client_proxy",
-    /// "svc.localhost")`, and returns what it printed. A command that fails
-    /// (Lua error, unknown module, ...) is an `Err` carrying the output.
+    /// "svc.localhost")`, and returns the console's answer, without what
+    /// prosodyctl itself may print around it (banners about missing optional
+    /// libraries, log lines). A command that fails (Lua error, unknown
+    /// module, ...) is an `Err` carrying the output.
     pub fn shell(&self, command: &str) -> io::Result<String> {
-        let output = self.prosodyctl().args(["shell", command]).output()?;
-        check_output("prosodyctl shell", &output)
+        self.shell_args(&[command])
+    }
+
+    /// [`shell`](Self::shell) with the command as separate words, as an
+    /// operator types it: `["module", "reload", "client_proxy"]`.
+    pub fn shell_args(&self, words: &[&str]) -> io::Result<String> {
+        let output = self.prosodyctl().arg("shell").args(words).output()?;
+        let what = format!("prosodyctl shell {words:?} ({})", self.install.name());
+        check_output(&what, &output).map(|out| console_answer(&out))
     }
 
     /// Stops the server and starts it again with the same directory, config
@@ -330,7 +481,7 @@ impl Prosody {
     pub fn stop(self) {}
 
     fn prosodyctl(&self) -> Command {
-        let mut command = Command::new(PROSODYCTL);
+        let mut command = self.install.command(PROSODYCTL);
         command
             .arg("--config")
             .arg(self.config_path())
@@ -462,7 +613,8 @@ impl Prosody {
                     self.terminate();
                     let details = self.diagnostics(log_offset);
                     return Err(io::Error::other(format!(
-                        "prosody did not start: {message}\n{details}"
+                        "{} did not start: {message}\n{details}",
+                        self.install.name()
                     )));
                 }
             }
@@ -475,7 +627,7 @@ impl Prosody {
             .create(true)
             .append(true)
             .open(self.dir.join(OUTPUT_FILE))?;
-        let mut command = Command::new(PROSODY);
+        let mut command = self.install.command(PROSODY);
         command
             .arg("-F")
             .arg("--config")
@@ -502,11 +654,10 @@ impl Prosody {
                 Ok(())
             });
         }
-        self.child = Some(
-            command
-                .spawn()
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot run {PROSODY}: {e}")))?,
-        );
+        self.child = Some(command.spawn().map_err(|e| {
+            let name = self.install.name();
+            io::Error::new(e.kind(), format!("cannot run {PROSODY} ({name}): {e}"))
+        })?);
         Ok(())
     }
 
@@ -597,7 +748,8 @@ impl Drop for Prosody {
         self.terminate();
         if thread::panicking() {
             eprintln!(
-                "--- prosody log {} (end) ---\n{}",
+                "--- {} log {} (end) ---\n{}",
+                self.install.name(),
                 self.log_path().display(),
                 tail(&self.log(), 60)
             );
@@ -613,6 +765,29 @@ impl Drop for Prosody {
 enum Startup {
     PortTaken,
     Failed(String),
+}
+
+/// A fresh, empty directory under the system temp dir, removed with all it
+/// holds when dropped (unless [`KEEP_TESTDIR_ENV`] is set).
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> io::Result<TempDir> {
+        make_test_dir().map(TempDir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os(KEEP_TESTDIR_ENV).is_none() {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// A new, empty, uniquely named directory under the system temp dir.
@@ -709,6 +884,47 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// What the admin console answered, from prosodyctl's output: without the
+/// banners Prosody prints when an optional library is missing (a block
+/// between lines of asterisks, e.g. "Prosody was unable to find
+/// lua-unbound") and without log lines it writes to the terminal
+/// (`source   level<TAB>message`).
+fn console_answer(output: &str) -> String {
+    let mut answer = Vec::new();
+    let mut in_banner = false;
+    for line in output.lines() {
+        let trimmed = line.trim();
+        if trimmed.len() >= 10 && trimmed.bytes().all(|b| b == b'*') {
+            in_banner = !in_banner;
+            continue;
+        }
+        if in_banner || is_log_line(line) {
+            continue;
+        }
+        answer.push(line);
+    }
+    let text = answer.join("\n");
+    let text = text.trim_matches('\n');
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("{text}\n")
+    }
+}
+
+/// A line of Prosody's console log sink: the source padded with spaces,
+/// the level, a tab and the message.
+fn is_log_line(line: &str) -> bool {
+    let Some((head, _message)) = line.split_once('\t') else {
+        return false;
+    };
+    let mut words = head.split_whitespace();
+    matches!(
+        (words.next(), words.next(), words.next()),
+        (Some(_), Some("debug" | "info" | "warn" | "error"), None)
+    )
+}
+
 /// Stdout on success; otherwise an error carrying everything printed.
 fn check_output(what: &str, output: &Output) -> io::Result<String> {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -765,6 +981,24 @@ mod tests {
         assert!(!server.wait_for_log("no such line", Duration::from_millis(50)));
         server.shell("server:version()").unwrap();
         assert!(server.wait_for_log("Admin client disconnected", Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn console_answers_are_read_through_banners_and_log_lines() {
+        let banner = "\n**************************\nProsody was unable to find lua-unbound\n\
+            This package can be obtained in the following ways:\n\n  Debian/Ubuntu sudo apt install lua-unbound\n\n\
+            Old DNS resolver library will be used\n**************************\n\n";
+        let log = "certmanager         error\tError indexing certificate directory\n";
+        assert_eq!(
+            console_answer(&format!("{banner}{log}Result: 1\n")),
+            "Result: 1\n"
+        );
+        assert_eq!(
+            console_answer("Reloaded on localhost\nOK: Module reloaded on 1 host\n"),
+            "Reloaded on localhost\nOK: Module reloaded on 1 host\n"
+        );
+        assert_eq!(console_answer(log), "");
+        assert!(!is_log_line("| col\tinfo"));
     }
 
     #[test]
