@@ -37,6 +37,8 @@ pub const NS_CLIENT: &str = "jabber:client";
 pub const NS_PING: &str = "urn:xmpp:ping";
 /// Namespace of the echo service's `<served/>` answer.
 pub const NS_TESTBED: &str = "urn:client-proxy:testbed";
+/// Stanza error conditions (RFC 6120 §8.3.3).
+const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
 /// How long [`Xmpp::connect`] waits for the session to be bound.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -470,7 +472,6 @@ pub fn ping() -> Element {
 /// The `type` and defined condition of an error stanza's `<error/>`, e.g.
 /// `("cancel", "service-unavailable")`; `None` if it carries no error.
 pub fn error_condition(stanza: &Element) -> Option<(String, String)> {
-    const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
     let error = stanza
         .children()
         .find(|child| child.name() == "error" && child.ns() == stanza.ns())?;
@@ -492,6 +493,10 @@ pub enum EchoMode {
     Silent,
     /// Answer after this delay; requests are still answered concurrently.
     Delay(Duration),
+    /// Answer every request with an error of type cancel and this defined
+    /// condition, such as `feature-not-implemented` (a session that is not
+    /// the service, only logged in with its account).
+    Refuse(&'static str),
 }
 
 /// Turns a client into a service that answers every iq get/set it receives
@@ -633,6 +638,12 @@ async fn run_echo(
                         arrivals += 1;
                         delayed.insert((Instant::now() + delay, arrivals), reply);
                     }
+                    EchoMode::Refuse(condition) => {
+                        let refusal = refusal(&stanza, condition);
+                        if client.send(refusal).await.is_err() {
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -668,6 +679,20 @@ fn echo_reply(request: &Element, own: &FullJid) -> Element {
         reply = reply.attr(name("from"), to);
     }
     reply.append(served).build()
+}
+
+/// An IQ error of type cancel with `condition`, in answer to `request`.
+fn refusal(request: &Element, condition: &str) -> Element {
+    let mut reply = Element::builder("iq", NS_CLIENT)
+        .attr(name("type"), "error")
+        .attr(name("id"), request.attr("id").unwrap_or_default());
+    if let Some(from) = request.attr("from") {
+        reply = reply.attr(name("to"), from);
+    }
+    let error = Element::builder("error", NS_CLIENT)
+        .attr(name("type"), "cancel")
+        .append(Element::builder(condition, NS_STANZAS).build());
+    reply.append(error.build()).build()
 }
 
 /// An attribute name; only called with literal, valid names.
