@@ -29,6 +29,34 @@ the server runs on this machine and its pid is known). At the end, for
 each pair of phases, the ratio proxied/direct of every figure, and the
 median of the ratios over the pairs.
 
+SCENARIOS
+    --scenario NAME      set the defaults below for one question; any
+                         option given as well still applies
+      slow-one           does least_in_flight route around a slow
+                         resource? Each proxy's implementing client has 4
+                         resources, r1 answering after 50 ms and the others
+                         at once (-k 4 --slow 1 --slow-delay 50), under 8
+                         requesters x window 16 at max (-n 8 -w 16 --loads
+                         max --modes random,least_in_flight). Targets:
+                         least_in_flight p90 <= 0.25 x random's, and its
+                         round trips/s >= 1.5 x random's
+      strategy-cost      what the choice costs when every resource answers
+                         at once: -k 4 -n 8 -w 16 --loads max --modes
+                         random,least_in_flight,sticky. Target: Prosody CPU
+                         per round trip of least_in_flight and of sticky <=
+                         1.03 x random's
+  The strategies run side by side in the one spawned Prosody, a component
+  each with a target account of its own and its own K resources:
+  proxy-rnd.localhost (client_proxy_balance = \"random\"),
+  proxy-rrb.localhost (\"round_robin\"), proxy-lif.localhost
+  (\"least_in_flight\") and proxy-stk.localhost (client_proxy_sticky =
+  \"requester\"), targets svc-rnd@localhost ... svc-stk@localhost. Their
+  phases alternate like direct and proxied do, so every strategy meets the
+  same server, the same requester connections and the same drift of the
+  machine's speed; names of one length keep the stanzas the same size.
+  At the end: the medians per mode, the ratios of each strategy to random
+  pair by pair, and the targets met or not (at max load).
+
 SERVER
     --spawn              start a throwaway Prosody with client_proxy on
                          proxy.localhost (the testbed fixture), register the
@@ -75,9 +103,18 @@ LOAD
                          second, all requesters together, sent at a steady
                          pace (at most W in flight; a request due while W
                          are out is skipped and counted). Default: max,1000
-    --modes LIST         the modes of each pair, in order (default
+    --modes LIST         the modes of each round, in order (default
                          direct,proxied); one mode alone is for profiling
-                         the server under a steady load, and prints no ratios
+                         the server under a steady load, and prints no
+                         ratios. Besides direct and proxied: random,
+                         round_robin, least_in_flight (or lif) and sticky,
+                         each a component of its own with that choice of
+                         resource (--spawn only; see SCENARIOS). Ratios are
+                         to direct if it runs, else to random, else to the
+                         first mode
+    --slow N             the first N resources of each implementing client
+                         (r1..rN) answer late (default 0)
+    --slow-delay MS      how late, in milliseconds (default 50)
     --type get|set       the requests' type (default get)
     --payload BYTES      text inside the request's child element; 0 sends
                          <ping xmlns='urn:xmpp:ping'/> (default 0)
@@ -117,8 +154,11 @@ READING THE OUTPUT
     other       CPU used by everything else on the machine meanwhile (from
                 /proc/stat; 100% = one core): other work competing with the
                 server makes a phase worthless, so look here first
+    slow        with --slow: the share of the round trips served by the
+                slow resources
     ratios      proxied / direct, pair by pair, then the median; dp50 is
-                proxied p50 minus direct p50 in milliseconds
+                proxied p50 minus direct p50 in milliseconds (with
+                strategies: each one / random)
 ";
 
 // ---------------------------------------------------------------------------
@@ -165,6 +205,9 @@ pub(crate) struct Options {
     pub(crate) first_warmup: Duration,
     pub(crate) rounds: usize,
     pub(crate) threads: usize,
+    pub(crate) scenario: Option<Scenario>,
+    pub(crate) slow: usize,
+    pub(crate) slow_delay: Duration,
 }
 
 impl Default for Options {
@@ -194,7 +237,65 @@ impl Default for Options {
             first_warmup: Duration::from_secs(2),
             rounds: 12,
             threads: 1,
+            scenario: None,
+            slow: 0,
+            slow_delay: Duration::from_millis(50),
         }
+    }
+}
+
+/// A question with defaults of its own (`--scenario`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scenario {
+    SlowOne,
+    StrategyCost,
+}
+
+impl Scenario {
+    fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "slow-one" => Ok(Scenario::SlowOne),
+            "strategy-cost" => Ok(Scenario::StrategyCost),
+            other => Err(format!(
+                "--scenario must be slow-one or strategy-cost, not {other:?}"
+            )),
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Scenario::SlowOne => "slow-one",
+            Scenario::StrategyCost => "strategy-cost",
+        }
+    }
+
+    /// The options it starts from.
+    fn defaults(self) -> Options {
+        let mut o = Options {
+            scenario: Some(self),
+            requesters: 8,
+            resources: 4,
+            window: 16,
+            loads: vec![Load::Max],
+            ..Options::default()
+        };
+        match self {
+            Scenario::SlowOne => {
+                o.modes = vec![
+                    Mode::Balanced(Strategy::Random),
+                    Mode::Balanced(Strategy::LeastInFlight),
+                ];
+                o.slow = 1;
+            }
+            Scenario::StrategyCost => {
+                o.modes = vec![
+                    Mode::Balanced(Strategy::Random),
+                    Mode::Balanced(Strategy::LeastInFlight),
+                    Mode::Balanced(Strategy::Sticky),
+                ];
+            }
+        }
+        o
     }
 }
 
@@ -202,7 +303,21 @@ impl Default for Options {
 pub(crate) fn parse_args(
     args: impl IntoIterator<Item = String>,
 ) -> Result<Option<Options>, String> {
-    let mut o = Options::default();
+    let args: Vec<String> = args.into_iter().collect();
+    // The scenario first: it sets the defaults the other options change.
+    let mut scenario = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if arg == "--scenario" {
+            scenario = Some(rest.next().ok_or("--scenario needs a value")?.as_str());
+        } else if let Some(name) = arg.strip_prefix("--scenario=") {
+            scenario = Some(name);
+        }
+    }
+    let mut o = match scenario {
+        Some(name) => Scenario::parse(name)?.defaults(),
+        None => Options::default(),
+    };
     let mut spawn = false;
     let mut fixed = Vec::new();
     let mut args = args.into_iter();
@@ -219,6 +334,7 @@ pub(crate) fn parse_args(
         };
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
+            "--scenario" => drop(value()?),
             "--spawn" => spawn = true,
             "--address" => o.address = Some(value()?),
             "--pid" => o.pid = Some(number(&flag, &value()?)?),
@@ -278,11 +394,7 @@ pub(crate) fn parse_args(
             "--modes" => {
                 o.modes = value()?
                     .split(',')
-                    .map(|mode| match mode.trim() {
-                        "direct" => Ok(Mode::Direct),
-                        "proxied" => Ok(Mode::Proxied),
-                        other => Err(format!("--modes takes direct and proxied, not {other:?}")),
-                    })
+                    .map(|mode| Mode::parse(mode.trim()))
                     .collect::<Result<_, _>>()?;
             }
             "--type" => {
@@ -299,8 +411,35 @@ pub(crate) fn parse_args(
             "--first-warmup" => o.first_warmup = seconds(&flag, &value()?, true)?,
             "-r" | "--rounds" => o.rounds = positive(&flag, &value()?)?,
             "--threads" => o.threads = positive(&flag, &value()?)?,
+            "--slow" => o.slow = number(&flag, &value()?)?,
+            "--slow-delay" => {
+                let ms: f64 = value()?
+                    .parse()
+                    .ok()
+                    .filter(|ms: &f64| ms.is_finite() && *ms >= 0.0 && *ms < 1e9)
+                    .ok_or_else(|| format!("{flag} takes a number of milliseconds"))?;
+                o.slow_delay = Duration::from_secs_f64(ms / 1000.0);
+            }
             _ => return Err(format!("unknown argument {arg:?}")),
         }
+    }
+    if o.slow > o.resources {
+        return Err(format!(
+            "--slow {} is more than the {} resources (-k)",
+            o.slow, o.resources
+        ));
+    }
+    for (i, mode) in o.modes.iter().enumerate() {
+        if o.modes[..i].contains(mode) {
+            return Err(format!("--modes names {} twice", mode.title()));
+        }
+    }
+    if o.address.is_some() && o.modes.iter().any(|m| matches!(m, Mode::Balanced(_))) {
+        return Err(
+            "the modes random, round_robin, least_in_flight and sticky need the spawned \
+             server's components; they do not go with --address"
+                .into(),
+        );
     }
     if spawn && o.address.is_some() {
         return Err("--spawn and --address exclude each other".into());
@@ -352,17 +491,93 @@ pub(crate) fn seconds(flag: &str, value: &str, zero_ok: bool) -> Result<Duration
     }
 }
 
+/// Where a phase's requests go.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Mode {
+    /// Straight to a resource of the default implementing client.
     Direct,
+    /// To the default component (`--proxy`).
     Proxied,
+    /// To the spawned server's component with this choice of resource.
+    Balanced(Strategy),
 }
 
 impl Mode {
+    fn parse(name: &str) -> Result<Self, String> {
+        Ok(match name {
+            "direct" => Mode::Direct,
+            "proxied" => Mode::Proxied,
+            "random" => Mode::Balanced(Strategy::Random),
+            "round_robin" => Mode::Balanced(Strategy::RoundRobin),
+            "least_in_flight" | "lif" => Mode::Balanced(Strategy::LeastInFlight),
+            "sticky" => Mode::Balanced(Strategy::Sticky),
+            other => {
+                return Err(format!(
+                    "--modes takes direct, proxied, random, round_robin, least_in_flight and \
+                     sticky, not {other:?}"
+                ))
+            }
+        })
+    }
+
+    /// Its name in the phase table (at most 8 characters).
     pub(crate) fn name(self) -> &'static str {
         match self {
             Mode::Direct => "direct",
             Mode::Proxied => "proxied",
+            Mode::Balanced(Strategy::Random) => "random",
+            Mode::Balanced(Strategy::RoundRobin) => "rrobin",
+            Mode::Balanced(Strategy::LeastInFlight) => "lif",
+            Mode::Balanced(Strategy::Sticky) => "sticky",
+        }
+    }
+
+    /// Its name in titles.
+    pub(crate) fn title(self) -> &'static str {
+        match self {
+            Mode::Balanced(Strategy::RoundRobin) => "round_robin",
+            Mode::Balanced(Strategy::LeastInFlight) => "least_in_flight",
+            other => other.name(),
+        }
+    }
+}
+
+/// A component's choice of resource (SPEC D3, D4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Strategy {
+    Random,
+    RoundRobin,
+    LeastInFlight,
+    /// `client_proxy_sticky = "requester"` (the balance stays random).
+    Sticky,
+}
+
+impl Strategy {
+    /// Three letters, in its component's and its target account's names.
+    fn code(self) -> &'static str {
+        match self {
+            Strategy::Random => "rnd",
+            Strategy::RoundRobin => "rrb",
+            Strategy::LeastInFlight => "lif",
+            Strategy::Sticky => "stk",
+        }
+    }
+
+    pub(crate) fn component(self) -> String {
+        format!("proxy-{}.localhost", self.code())
+    }
+
+    pub(crate) fn service(self) -> String {
+        format!("svc-{}@localhost", self.code())
+    }
+
+    /// The option under its `Component` block, besides `target_address`.
+    pub(crate) fn option(self) -> &'static str {
+        match self {
+            Strategy::Random => "client_proxy_balance = \"random\"",
+            Strategy::RoundRobin => "client_proxy_balance = \"round_robin\"",
+            Strategy::LeastInFlight => "client_proxy_balance = \"least_in_flight\"",
+            Strategy::Sticky => "client_proxy_sticky = \"requester\"",
         }
     }
 }

@@ -2,8 +2,9 @@
 //! the implementing client's resources.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use sasl::common::ChannelBinding;
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::timeout;
+use tokio::time::{sleep_until, timeout, Instant};
 use tokio_xmpp::connect::ServerConnector;
 use tokio_xmpp::jid::Jid;
 use tokio_xmpp::parsers::iq::Iq;
@@ -139,13 +140,19 @@ pub(crate) fn lost(event: &Option<Event>) -> bool {
 }
 
 // ---------------------------------------------------------------------------
-// The implementing client: every iq get/set answered at once
+// The implementing client: every iq get/set answered at once, or `delay`
+// later (the requests still answered concurrently)
 
 pub(crate) async fn echo(
     mut stream: StanzaStream,
     mut stop: watch::Receiver<bool>,
+    delay: Duration,
+    served: Arc<AtomicU64>,
 ) -> Result<(), String> {
+    // Replies waiting out `delay`, in the order they fall due.
+    let mut delayed: VecDeque<(Instant, Iq)> = VecDeque::new();
     loop {
+        let due = delayed.front().map(|(due, _)| *due);
         tokio::select! {
             event = stream.next() => {
                 if lost(&event) {
@@ -153,6 +160,19 @@ pub(crate) async fn echo(
                 }
                 if let Some(Event::Stanza(Stanza::Iq(Iq::Get { from, id, .. } | Iq::Set { from, id, .. }))) = event {
                     let reply = Iq::Result { from: None, to: from, id, payload: None };
+                    if delay.is_zero() {
+                        served.fetch_add(1, Ordering::Relaxed);
+                        drop(stream.send(Box::new(reply.into())).await);
+                    } else {
+                        delayed.push_back((Instant::now() + delay, reply));
+                    }
+                }
+            }
+            _ = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                let now = Instant::now();
+                while delayed.front().is_some_and(|(due, _)| *due <= now) {
+                    let (_, reply) = delayed.pop_front().expect("front");
+                    served.fetch_add(1, Ordering::Relaxed);
                     drop(stream.send(Box::new(reply.into())).await);
                 }
             }

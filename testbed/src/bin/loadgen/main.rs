@@ -12,6 +12,7 @@ mod report;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,10 +25,10 @@ use tokio_xmpp::jid::Jid;
 use tokio_xmpp::parsers::ping::Ping;
 use tokio_xmpp::parsers::presence::Presence;
 
-use args::{parse_args, Options, HELP};
+use args::{parse_args, Mode, Options, Strategy, HELP};
 use client::{echo, login, sync};
-use measure::{summarize, Bench, Requester};
-use report::{error_summary, phase_header, phase_row, ratio_tables};
+use measure::{summarize, Bench, Requester, Route};
+use report::{error_summary, mode_medians, phase_header, phase_row, ratio_tables, targets};
 
 // ---------------------------------------------------------------------------
 // Main
@@ -71,13 +72,21 @@ fn run_main(opts: Options) -> Result<(), String> {
             let server = spawn_server(&opts)?;
             let addr = server.prosody.c2s_addr();
             let pid = server.prosody.pid();
+            let mut components = PROXY.to_owned();
+            for strategy in strategies(&opts) {
+                components += &format!(
+                    ", {} ({})",
+                    strategy.component(),
+                    Mode::Balanced(strategy).title()
+                );
+            }
             println!(
                 "Spawned Prosody {} (pid {pid}, log level {}, Nagle {}) with client_proxy on {} \
                  in {:.1} s",
                 prosody_version(),
                 opts.log_level,
                 if opts.nagle { "on" } else { "off" },
-                PROXY,
+                components,
                 started.elapsed().as_secs_f64()
             );
             (Some(server), addr, Some(pid))
@@ -116,6 +125,7 @@ fn spawn_server(opts: &Options) -> Result<ProxyServer, String> {
     let accounts: Vec<String> = (1..=opts.requesters)
         .map(|i| format!("{}{i}@localhost", opts.user_prefix))
         .collect();
+    let strategies = strategies(opts);
     ProxyServer::builder("")
         .with(|mut builder| {
             builder = builder.log_level(&level);
@@ -127,6 +137,16 @@ fn spawn_server(opts: &Options) -> Result<ProxyServer, String> {
             }
             for account in &accounts {
                 builder = builder.user(account, PASSWORD);
+            }
+            for strategy in strategies {
+                let service = strategy.service();
+                builder = builder
+                    .component(
+                        &strategy.component(),
+                        "client_proxy",
+                        &format!("target_address = \"{service}\"\n{}", strategy.option()),
+                    )
+                    .user(&service, PASSWORD);
             }
             builder
         })
@@ -150,6 +170,17 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// The strategies the modes name, each a component of the spawned server.
+fn strategies(opts: &Options) -> Vec<Strategy> {
+    opts.modes
+        .iter()
+        .filter_map(|mode| match mode {
+            Mode::Balanced(strategy) => Some(*strategy),
+            _ => None,
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------
 // Running the phases
 
@@ -158,20 +189,49 @@ async fn run(opts: Arc<Options>, addr: SocketAddr, pid: Option<u32>) -> Result<(
         .service_password
         .clone()
         .unwrap_or_else(|| opts.password.clone());
-    let service_domain = opts.service.split_once('@').map_or("", |(_, host)| host);
+    let proxy: Jid = opts
+        .proxy
+        .parse()
+        .map_err(|e| format!("--proxy {:?}: {e}", opts.proxy))?;
 
-    // The implementing client, online and known to the proxy.
+    // The implementing clients, online and known to their proxies: the
+    // default one for direct and proxied, one per strategy.
     let (stop, stopped) = watch::channel(false);
-    let mut targets = Vec::new();
     let mut services: Vec<JoinHandle<Result<(), String>>> = Vec::new();
-    for k in 1..=opts.resources {
-        let jid = format!("{}/r{k}", opts.service);
-        let (mut stream, bound) = login(addr, &jid, &service_password).await?;
-        let presence = Presence::available().with_priority(0);
-        drop(stream.send(Box::new(presence.into())).await);
-        sync(&mut stream, service_domain).await?;
-        targets.push(bound);
-        services.push(tokio::spawn(echo(stream, stopped.clone())));
+    let mut routes = Vec::new();
+    let mut default_service = None;
+    for &mode in &opts.modes {
+        let route = match mode {
+            Mode::Direct | Mode::Proxied => {
+                if default_service.is_none() {
+                    let service = (opts.service.as_str(), service_password.as_str());
+                    default_service =
+                        Some(online(addr, service, &opts, &stopped, &mut services).await?);
+                }
+                let (targets, served) = default_service.clone().expect("logged in");
+                Route {
+                    mode,
+                    targets: if mode == Mode::Direct {
+                        targets
+                    } else {
+                        vec![proxy.clone()]
+                    },
+                    served,
+                }
+            }
+            Mode::Balanced(strategy) => {
+                let account = strategy.service();
+                let service = (account.as_str(), PASSWORD);
+                let (_, served) = online(addr, service, &opts, &stopped, &mut services).await?;
+                let component = strategy.component();
+                Route {
+                    mode,
+                    targets: vec![component.parse().map_err(|e| format!("{component}: {e}"))?],
+                    served,
+                }
+            }
+        };
+        routes.push(route);
     }
     let mut requesters = Vec::new();
     let seed = SystemTime::now()
@@ -187,10 +247,6 @@ async fn run(opts: Arc<Options>, addr: SocketAddr, pid: Option<u32>) -> Result<(
             rng: seed.wrapping_mul(i as u64 * 2 + 1) | 1,
         });
     }
-    let proxy: Jid = opts
-        .proxy
-        .parse()
-        .map_err(|e| format!("--proxy {:?}: {e}", opts.proxy))?;
     let payload = if opts.payload == 0 {
         Ping.into()
     } else {
@@ -217,6 +273,21 @@ async fn run(opts: Arc<Options>, addr: SocketAddr, pid: Option<u32>) -> Result<(
         opts.threads,
         if opts.threads == 1 { "" } else { "s" },
     );
+    if opts.slow > 0 {
+        println!(
+            "r1{} of each implementing client answer{} after {} ms, the others at once",
+            if opts.slow > 1 {
+                format!("..r{}", opts.slow)
+            } else {
+                String::new()
+            },
+            if opts.slow > 1 { "" } else { "s" },
+            opts.slow_delay.as_secs_f64() * 1000.0
+        );
+    }
+    if let Some(scenario) = opts.scenario {
+        println!("Scenario {}", scenario.name());
+    }
     if pid.is_none() {
         println!("No --pid: the server's CPU time is not measured.");
     }
@@ -225,8 +296,7 @@ async fn run(opts: Arc<Options>, addr: SocketAddr, pid: Option<u32>) -> Result<(
         pid,
         requesters,
         services,
-        targets,
-        proxy,
+        routes,
         payload,
     };
     // A fresh server is slower for its first seconds under load: both
@@ -241,12 +311,11 @@ async fn run(opts: Arc<Options>, addr: SocketAddr, pid: Option<u32>) -> Result<(
     let mut phases = Vec::new();
     for &load in &opts.loads {
         println!();
-        println!("{}", phase_header(load));
+        println!("{}", phase_header(load, opts.slow > 0));
         for round in 1..=opts.rounds {
             for &mode in &opts.modes {
-                let (stats, before, after) =
-                    bench.phase(load, mode, opts.warmup, opts.duration).await?;
-                let phase = summarize(load, round, mode, &opts, stats, before, after);
+                let run = bench.phase(load, mode, opts.warmup, opts.duration).await?;
+                let phase = summarize(load, round, mode, &opts, run);
                 println!("{}", phase_row(&phase));
                 phases.push(phase);
             }
@@ -259,7 +328,9 @@ async fn run(opts: Arc<Options>, addr: SocketAddr, pid: Option<u32>) -> Result<(
     } = bench;
 
     println!();
+    print!("{}", mode_medians(&opts, &phases));
     print!("{}", ratio_tables(&opts, &phases));
+    print!("{}", targets(&opts, &phases));
     print!("{}", error_summary(&phases));
 
     stop.send_replace(true);
@@ -270,4 +341,36 @@ async fn run(opts: Arc<Options>, addr: SocketAddr, pid: Option<u32>) -> Result<(
         let _ = timeout(Duration::from_secs(2), req.stream.close()).await;
     }
     Ok(())
+}
+
+/// Logs in the `resources` of an implementing client (`account`,
+/// `password`), each online with priority 0 and answering as `--slow`
+/// says; returns their JIDs and their counts of replies.
+async fn online(
+    addr: SocketAddr,
+    (account, password): (&str, &str),
+    opts: &Options,
+    stopped: &watch::Receiver<bool>,
+    services: &mut Vec<JoinHandle<Result<(), String>>>,
+) -> Result<(Vec<Jid>, Vec<Arc<AtomicU64>>), String> {
+    let domain = account.split_once('@').map_or("", |(_, host)| host);
+    let mut targets = Vec::new();
+    let mut served = Vec::new();
+    for k in 1..=opts.resources {
+        let jid = format!("{account}/r{k}");
+        let (mut stream, bound) = login(addr, &jid, password).await?;
+        let presence = Presence::available().with_priority(0);
+        drop(stream.send(Box::new(presence.into())).await);
+        sync(&mut stream, domain).await?;
+        targets.push(bound);
+        let count = Arc::new(AtomicU64::new(0));
+        served.push(count.clone());
+        let delay = if k <= opts.slow {
+            opts.slow_delay
+        } else {
+            Duration::ZERO
+        };
+        services.push(tokio::spawn(echo(stream, stopped.clone(), delay, count)));
+    }
+    Ok((targets, served))
 }

@@ -2,6 +2,7 @@
 //! the CPU time of the server and of the machine, and one phase's figures.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -286,6 +287,9 @@ pub(crate) struct Phase {
     pub(crate) own_util: Option<f64>,
     /// Everything else the machine ran meanwhile, in cores.
     pub(crate) other_util: Option<f64>,
+    /// With `--slow`: the share of the round trips the slow resources
+    /// answered in the measured window.
+    pub(crate) slow_share: Option<f64>,
 }
 
 /// Everything connected, ready to run phases.
@@ -294,9 +298,29 @@ pub(crate) struct Bench {
     pub(crate) pid: Option<u32>,
     pub(crate) requesters: Vec<Requester>,
     pub(crate) services: Vec<JoinHandle<Result<(), String>>>,
-    pub(crate) targets: Vec<Jid>,
-    pub(crate) proxy: Jid,
+    /// One per mode.
+    pub(crate) routes: Vec<Route>,
     pub(crate) payload: Element,
+}
+
+/// Where one mode's requests go, and who answers them.
+pub(crate) struct Route {
+    pub(crate) mode: Mode,
+    /// Each request goes to one of these, at random.
+    pub(crate) targets: Vec<Jid>,
+    /// Round trips answered so far by each resource of the implementing
+    /// client that serves this mode, r1 first.
+    pub(crate) served: Vec<Arc<AtomicU64>>,
+}
+
+/// What one phase measured.
+pub(crate) struct PhaseRun {
+    pub(crate) stats: Stats,
+    pub(crate) before: CpuMark,
+    pub(crate) after: CpuMark,
+    /// Replies sent by the first `--slow` resources, and by all, in the
+    /// measured window.
+    pub(crate) served: (u64, u64),
 }
 
 impl Bench {
@@ -308,14 +332,25 @@ impl Bench {
         mode: Mode,
         warmup: Duration,
         duration: Duration,
-    ) -> Result<(Stats, CpuMark, CpuMark), String> {
+    ) -> Result<PhaseRun, String> {
         let opts = &self.opts;
+        let route = self
+            .routes
+            .iter()
+            .find(|route| route.mode == mode)
+            .expect("a route for every mode");
+        let served = route.served.clone();
+        let slow = opts.slow;
+        let count = move || -> (u64, u64) {
+            let load = |c: &Arc<AtomicU64>| c.load(Ordering::Relaxed);
+            (
+                served[..slow].iter().map(load).sum(),
+                served.iter().map(load).sum(),
+            )
+        };
         let start = Instant::now();
         let spec = Arc::new(PhaseSpec {
-            targets: match mode {
-                Mode::Direct => self.targets.clone(),
-                Mode::Proxied => vec![self.proxy.clone()],
-            },
+            targets: route.targets.clone(),
             window: opts.window,
             pace: match load {
                 Load::Max => None,
@@ -341,8 +376,10 @@ impl Bench {
             .collect();
         sleep_until(spec.measure_from).await;
         let before = cpu_mark(self.pid);
+        let served_before = count();
         sleep_until(spec.measure_to).await;
         let after = cpu_mark(self.pid);
+        let served_after = count();
         let mut stats = Stats::default();
         let mut failure = None;
         for task in tasks {
@@ -361,7 +398,15 @@ impl Bench {
         if self.services.iter().any(JoinHandle::is_finished) {
             return Err("a resource of the implementing client stopped".into());
         }
-        Ok((stats, before, after))
+        Ok(PhaseRun {
+            stats,
+            before,
+            after,
+            served: (
+                served_after.0 - served_before.0,
+                served_after.1 - served_before.1,
+            ),
+        })
     }
 }
 
@@ -370,10 +415,14 @@ pub(crate) fn summarize(
     round: usize,
     mode: Mode,
     opts: &Options,
-    mut stats: Stats,
-    before: CpuMark,
-    after: CpuMark,
+    run: PhaseRun,
 ) -> Phase {
+    let PhaseRun {
+        mut stats,
+        before,
+        after,
+        served: (slow_served, all_served),
+    } = run;
     let duration = opts.duration.as_secs_f64();
     let wall = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
     stats.latencies.sort_unstable();
@@ -416,5 +465,7 @@ pub(crate) fn summarize(
         }),
         own_util: own_cpu.map(|cpu| cpu / wall),
         other_util: other_cpu.map(|cpu| cpu / wall),
+        slow_share: (opts.slow > 0 && all_served > 0)
+            .then(|| slow_served as f64 / all_served as f64),
     }
 }

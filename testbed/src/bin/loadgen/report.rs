@@ -1,19 +1,21 @@
-//! The tables: one row per phase, then the ratios pair by pair.
+//! The tables: one row per phase, then the ratios pair by pair, and with
+//! strategies the medians per mode and the targets.
 
 use std::fmt::Write as _;
 
-use crate::args::{Load, Mode, Options};
+use crate::args::{Load, Mode, Options, Strategy};
 use crate::measure::Phase;
 
 // ---------------------------------------------------------------------------
 // Output
 
-pub(crate) fn phase_header(load: Load) -> String {
+/// `slow`: with a column for the share served by the slow resources.
+pub(crate) fn phase_header(load: Load, slow: bool) -> String {
     let what = match load {
         Load::Max => "load max: every requester keeps its window in flight".to_owned(),
         Load::Rate(rate) => format!("load {rate} requests/s offered, at a steady pace"),
     };
-    format!(
+    let mut header = format!(
         "{what}\n{:<5} {:<8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>7} {:>7} {:>7}",
         "pair",
         "mode",
@@ -27,7 +29,11 @@ pub(crate) fn phase_header(load: Load) -> String {
         "gen cpu",
         "other",
         "errors"
-    )
+    );
+    if slow {
+        header += "    slow";
+    }
+    header
 }
 
 pub(crate) fn phase_row(p: &Phase) -> String {
@@ -47,6 +53,9 @@ pub(crate) fn phase_row(p: &Phase) -> String {
         percent(p.other_util),
         errors,
     );
+    if let Some(share) = p.slow_share {
+        let _ = write!(row, " {:>7}", percent(Some(share)));
+    }
     if p.skipped > 0 {
         let _ = write!(row, "  ({} paced requests skipped: window full)", p.skipped);
     }
@@ -79,35 +88,50 @@ pub(crate) fn median(values: &[f64]) -> f64 {
     }
 }
 
-/// Per load: the ratio proxied/direct of each figure, pair by pair, and
-/// the medians; then a short verdict line against the targets.
-pub(crate) fn ratio_tables(opts: &Options, phases: &[Phase]) -> String {
-    const NAMES: [&str; 7] = ["rt/s", "p50", "p90", "p99", "max", "cpu/1k", "dp50 ms"];
-    let mut out = String::new();
-    if !(opts.modes.contains(&Mode::Direct) && opts.modes.contains(&Mode::Proxied)) {
-        return out;
+/// The columns of a ratio table.
+const RATIOS: [&str; 7] = ["rt/s", "p50", "p90", "p99", "max", "cpu/1k", "dp50 ms"];
+const RATE: usize = 0;
+const P90: usize = 2;
+const CPU: usize = 5;
+
+/// What the other modes are compared with: direct if it runs, else
+/// random, else the first mode; `None` with one mode alone.
+fn base_mode(opts: &Options) -> Option<Mode> {
+    if opts.modes.len() < 2 {
+        return None;
     }
-    for &load in &opts.loads {
-        let _ = writeln!(
-            out,
-            "proxied / direct, load {load}\n{:<7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8}",
-            "pair", NAMES[0], NAMES[1], NAMES[2], NAMES[3], NAMES[4], NAMES[5], NAMES[6]
-        );
-        let mut columns: Vec<Vec<f64>> = vec![Vec::new(); NAMES.len()];
-        for round in 1..=opts.rounds {
-            let find = |mode| {
-                phases
-                    .iter()
-                    .find(|p| p.load == load && p.round == round && p.mode == mode)
-            };
-            let (Some(d), Some(p)) = (find(Mode::Direct), find(Mode::Proxied)) else {
-                continue;
-            };
-            let cpu = match (p.cpu_per_1k, d.cpu_per_1k) {
-                (Some(p), Some(d)) => p / d,
-                _ => f64::NAN,
-            };
-            let row = [
+    [Mode::Direct, Mode::Balanced(Strategy::Random)]
+        .into_iter()
+        .find(|mode| opts.modes.contains(mode))
+        .or(opts.modes.first().copied())
+}
+
+/// `mode` against `base` at `load`, round by round: the ratio of each
+/// figure, and the difference of the p50s.
+fn ratios(
+    opts: &Options,
+    phases: &[Phase],
+    load: Load,
+    mode: Mode,
+    base: Mode,
+) -> Vec<(usize, [f64; 7])> {
+    let mut rows = Vec::new();
+    for round in 1..=opts.rounds {
+        let find = |mode| {
+            phases
+                .iter()
+                .find(|p| p.load == load && p.round == round && p.mode == mode)
+        };
+        let (Some(d), Some(p)) = (find(base), find(mode)) else {
+            continue;
+        };
+        let cpu = match (p.cpu_per_1k, d.cpu_per_1k) {
+            (Some(p), Some(d)) => p / d,
+            _ => f64::NAN,
+        };
+        rows.push((
+            round,
+            [
                 p.rate / d.rate,
                 p.p50 / d.p50,
                 p.p90 / d.p90,
@@ -115,16 +139,156 @@ pub(crate) fn ratio_tables(opts: &Options, phases: &[Phase]) -> String {
                 p.max / d.max,
                 cpu,
                 p.p50 - d.p50,
-            ];
-            let _ = writeln!(out, "{}", ratio_row(&round.to_string(), &row));
-            for (column, value) in columns.iter_mut().zip(row) {
-                column.push(value);
+            ],
+        ));
+    }
+    rows
+}
+
+/// The median of each column.
+fn column_medians(rows: &[(usize, [f64; 7])]) -> [f64; 7] {
+    let mut medians = [f64::NAN; 7];
+    for (i, m) in medians.iter_mut().enumerate() {
+        let column: Vec<f64> = rows.iter().map(|(_, row)| row[i]).collect();
+        *m = median(&column);
+    }
+    medians
+}
+
+/// Per load and per mode other than the base (proxied against direct, by
+/// default): the ratio mode/base of each figure, pair by pair, and the
+/// medians.
+pub(crate) fn ratio_tables(opts: &Options, phases: &[Phase]) -> String {
+    let mut out = String::new();
+    let Some(base) = base_mode(opts) else {
+        return out;
+    };
+    for &load in &opts.loads {
+        for &mode in opts.modes.iter().filter(|&&m| m != base) {
+            let _ = writeln!(
+                out,
+                "{} / {}, load {load}\n{:<7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8}",
+                mode.title(),
+                base.title(),
+                "pair",
+                RATIOS[0],
+                RATIOS[1],
+                RATIOS[2],
+                RATIOS[3],
+                RATIOS[4],
+                RATIOS[5],
+                RATIOS[6]
+            );
+            let rows = ratios(opts, phases, load, mode, base);
+            for (round, row) in &rows {
+                let _ = writeln!(out, "{}", ratio_row(&round.to_string(), row));
             }
+            let _ = writeln!(out, "{}", ratio_row("median", &column_medians(&rows)));
+            let _ = writeln!(out);
         }
-        let medians: Vec<f64> = columns.iter().map(|c| median(c)).collect();
-        let _ = writeln!(out, "{}", ratio_row("median", &medians));
+    }
+    out
+}
+
+/// With strategies among the modes: per load, each mode's median of every
+/// figure over its phases.
+pub(crate) fn mode_medians(opts: &Options, phases: &[Phase]) -> String {
+    let mut out = String::new();
+    if !opts.modes.iter().any(|m| matches!(m, Mode::Balanced(_))) {
+        return out;
+    }
+    for &load in &opts.loads {
+        let _ = writeln!(
+            out,
+            "medians per mode, load {load}\n{:<16} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
+            "mode", "rt/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "cpu/1k", "slow"
+        );
+        for &mode in &opts.modes {
+            let of = |figure: fn(&Phase) -> Option<f64>| -> f64 {
+                let values: Vec<f64> = phases
+                    .iter()
+                    .filter(|p| p.load == load && p.mode == mode)
+                    .filter_map(figure)
+                    .collect();
+                median(&values)
+            };
+            let cpu = of(|p| p.cpu_per_1k);
+            let slow = of(|p| p.slow_share);
+            let _ = writeln!(
+                out,
+                "{:<16} {:>8.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
+                mode.title(),
+                of(|p| Some(p.rate)),
+                ms(of(|p| Some(p.p50))),
+                ms(of(|p| Some(p.p90))),
+                ms(of(|p| Some(p.p99))),
+                ms(of(|p| Some(p.max))),
+                if cpu.is_finite() {
+                    format!("{cpu:.1}ms")
+                } else {
+                    "-".into()
+                },
+                percent(slow.is_finite().then_some(slow)),
+            );
+        }
         let _ = writeln!(out);
     }
+    out
+}
+
+/// The targets for the strategies against random, at load max, on the
+/// medians of the pair-by-pair ratios: with slow resources (`--slow`),
+/// least_in_flight's p90 at most 0.25 x random's and its rate at least
+/// 1.5 x; with none, every other strategy's server CPU per round trip at
+/// most 1.03 x random's.
+pub(crate) fn targets(opts: &Options, phases: &[Phase]) -> String {
+    let mut out = String::new();
+    let random = Mode::Balanced(Strategy::Random);
+    if base_mode(opts) != Some(random) || !opts.loads.contains(&Load::Max) {
+        return out;
+    }
+    let mut checks: Vec<(Mode, usize, &str, bool, f64)> = Vec::new();
+    for &mode in opts.modes.iter().filter(|&&m| m != random) {
+        if opts.slow > 0 {
+            if mode == Mode::Balanced(Strategy::LeastInFlight) {
+                checks.push((mode, P90, "p90", true, 0.25));
+                checks.push((mode, RATE, "rt/s", false, 1.5));
+            }
+        } else if matches!(mode, Mode::Balanced(_)) {
+            checks.push((mode, CPU, "cpu/1k", true, 1.03));
+        }
+    }
+    if checks.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "targets, load max (medians of the ratios above)");
+    for (mode, column, name, at_most, bound) in checks {
+        let value = column_medians(&ratios(opts, phases, Load::Max, mode, random))[column];
+        let met = if at_most {
+            value <= bound
+        } else {
+            value >= bound
+        };
+        let _ = writeln!(
+            out,
+            "{:<34} {:>7}   target {} {bound:<5} {}",
+            format!("{name}, {} / random", mode.title()),
+            if value.is_finite() {
+                format!("{value:.3}")
+            } else {
+                "-".into()
+            },
+            if at_most { "<=" } else { ">=" },
+            if !value.is_finite() {
+                "n/a"
+            } else if met {
+                "pass"
+            } else {
+                "FAIL"
+            },
+        );
+    }
+    let _ = writeln!(out);
     out
 }
 
