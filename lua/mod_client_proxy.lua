@@ -18,14 +18,7 @@ if module:get_host_type() ~= "component" then
 		.."and %q is not one"):format(module.host), 0);
 end
 
-local target_address = module:get_option_string("target_address");
--- client_proxy_attempts was client_proxy_get_attempts; errors name the one in use.
-local attempts_option = module:get_option("client_proxy_attempts") == nil
-	and module:get_option("client_proxy_get_attempts") ~= nil
-	and "client_proxy_get_attempts" or "client_proxy_attempts";
-local manage_roster = module:get_option_boolean("client_proxy_manage_roster", true);
--- Seconds, or on Prosody 13 also a period such as "2 min". A value that
--- cannot be read stops the load instead of leaving the default in its place.
+-- Seconds, or on Prosody 13 also a period such as "2 min".
 local function get_option_period(name, default)
 	local value, seconds = module:get_option(name);
 	if module.get_option_period then
@@ -34,29 +27,128 @@ local function get_option_period(name, default)
 		seconds = value == nil and default or tonumber(value);
 	end
 	if seconds == nil then
-		error(("%s must be a number of seconds%s, not %q"):format(name, module.get_option_period
+		error(("option '%s' must be a number of seconds%s (got %q)"):format(name, module.get_option_period
 			and ' or a period such as "2 min"' or ' (a period such as "2 min" needs Prosody 13)', tostring(value)), 0);
 	end
 	return seconds;
 end
-local options = {
-	host = module.host;
-	target = target_address;
-	timeout = get_option_period("client_proxy_timeout", 30);
-	attempts = module:get_option_number(attempts_option, 2);
-	attempts_option = attempts_option;
-	balance = module:get_option_string("client_proxy_balance", "random");
-	sticky = module:get_option_string("client_proxy_sticky");
-	resources = module:get_option_array("client_proxy_resources");
-	drain_show = module:get_option_array("client_proxy_drain_show", { "dnd" });
-	eject_after_timeouts = module:get_option_number("client_proxy_eject_after_timeouts", 3);
-	max_in_flight = module:get_option_number("client_proxy_max_in_flight", 100000);
-	max_in_flight_per_requester = module:get_option_number("client_proxy_max_in_flight_per_requester", 1000);
-};
 
--- A stanza:find path whose value keeps requests on one resource (D4);
--- "requester" the library reads from the address itself.
-local sticky_path = options.sticky ~= "requester" and options.sticky or nil;
+-- The options as the config says now; the library checks them.
+local function read_options()
+	-- client_proxy_attempts was client_proxy_get_attempts; errors name the one in use.
+	local attempts_option = module:get_option("client_proxy_attempts") == nil
+		and module:get_option("client_proxy_get_attempts") ~= nil
+		and "client_proxy_get_attempts" or "client_proxy_attempts";
+	return {
+		host = module.host;
+		target = module:get_option_string("target_address");
+		timeout = get_option_period("client_proxy_timeout", 30);
+		attempts = module:get_option_number(attempts_option, 2);
+		attempts_option = attempts_option;
+		balance = module:get_option_string("client_proxy_balance", "random");
+		sticky = module:get_option_string("client_proxy_sticky");
+		resources = module:get_option_array("client_proxy_resources");
+		drain_show = module:get_option_array("client_proxy_drain_show", { "dnd" });
+		eject_after_timeouts = module:get_option_number("client_proxy_eject_after_timeouts", 3);
+		max_in_flight = module:get_option_number("client_proxy_max_in_flight", 100000);
+		max_in_flight_per_requester = module:get_option_number("client_proxy_max_in_flight_per_requester", 1000);
+		manage_roster = module:get_option_boolean("client_proxy_manage_roster", true);
+	};
+end
+
+local lib; -- the library, loaded below
+local proxy, route; -- this instance's handle, and its router
+
+-- Sends what the core queued; defined below.
+local drain;
+
+-- On a reload, the previous instance's handle (with everything online and
+-- in flight), its options, and what the metrics have counted of it.
+local saved = module.saved_state or {};
+
+-- The core keeps the counts; each collection adds what is new since the
+-- last one. Families outlive a reload, so the counted totals travel with
+-- the handle.
+local counters = {
+	outcomes = module:metric("counter", "requests", "",
+		"Requests: accepted, by how they ended; refused, by why", { "outcome" });
+	retries = module:metric("counter", "retries", "",
+		"Requests sent to another resource, by why", { "reason" });
+	ejections = module:metric("counter", "ejections", "",
+		"Resources ejected, by why", { "reason" });
+	dropped = module:metric("counter", "dropped", "stanzas",
+		"Stanzas dropped or left to Prosody, by reason", { "reason" });
+};
+local measure_in_flight = module:metric("gauge", "in_flight", "",
+	"Requests in flight", {}):with_labels();
+local measure_resources = module:metric("gauge", "resources", "",
+	"Resources of the target online, by state", { "state" });
+local measure_rtt = module:metric("histogram", "rtt", "seconds",
+	"Round-trip time of proxied requests", {},
+	{ buckets = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30 } }):with_labels();
+local internal_errors = counters.outcomes:with_labels("internal_error");
+local counted = saved.counted or {};
+
+local function update_metrics(handle)
+	local stats = (handle or proxy):stats();
+	for family, metric in pairs(counters) do
+		local seen = counted[family];
+		if not seen then
+			seen = {};
+			counted[family] = seen;
+		end
+		for label, n in pairs(stats[family]) do
+			local new = n - (seen[label] or 0);
+			if new > 0 then
+				metric:with_labels(label):add(new);
+			end
+			seen[label] = n;
+		end
+	end
+	measure_in_flight:set(stats.in_flight);
+	measure_resources:with_labels("online"):set(stats.online);
+	for state, n in pairs(stats.states) do
+		measure_resources:with_labels(state):set(n);
+	end
+end
+
+-- The instance to serve with (`proxy` holds the new one, if the options
+-- were taken): the previous one with the new options, the new one, or on a
+-- reload whose options are refused, the previous one as it was. Returns the
+-- options in force, and whether to subscribe and probe.
+local function take_over(options, refused)
+	local previous = saved.proxy;
+	if not previous then
+		if refused then
+			error(refused, 0);
+		end
+		return options, true;
+	end
+	if not refused then
+		local ok, err = previous:reconfigure(options);
+		if ok then
+			proxy = previous;
+			return options, not saved.started;
+		elseif options.target == saved.options.target then
+			refused = err;
+		end
+	end
+	if refused then
+		module:log("error", "Keeping the previous options: %s", refused);
+		proxy = previous;
+		return saved.options, not saved.started;
+	end
+	-- A new target: the old one's requests are answered as on unload (C4).
+	local fresh = proxy;
+	proxy = previous;
+	proxy:close();
+	drain();
+	update_metrics(previous);
+	proxy, counted = fresh, {};
+	module:log("info", "target_address changed from %s to %s: requests in flight answered, "
+		.."subscribing to the new target", saved.options.target, options.target);
+	return options, true;
+end
 
 -- Stanzas to the component reach this module before Prosody's own IQ
 -- handling (mod_iq, at 0), so no inherited handler answers in the
@@ -77,8 +169,7 @@ local function load_library()
 	return package.loaded.client_proxy;
 end
 
-local lib = load_library();
-local proxy, route;
+lib = load_library();
 
 local hosts = prosody.hosts;
 local full_sessions = prosody.full_sessions;
@@ -135,7 +226,7 @@ end
 
 -- Sends what the core queued: presence, errors for settled requests,
 -- requests sent again, log lines.
-local function drain()
+function drain()
 	while true do
 		local kind, a, b, c, d = proxy:poll();
 		if kind == nil then
@@ -154,27 +245,39 @@ local function drain()
 	end
 end
 
-local ok, new_proxy = pcall(lib.new, options);
-if not ok then
-	-- On a reload, the previous instance left its requests in flight to this
-	-- one and has no hooks or timer any more. Refusing to load leaves the
-	-- module unloaded, so they are answered as on unload (C4), not lost.
-	local saved = module.saved_state;
-	if saved and saved.proxy then
-		proxy = saved.proxy;
-		proxy:close();
-		drain();
+local options, fresh_start;
+do
+	local ok, read = pcall(read_options);
+	local fresh, refused;
+	if ok then
+		fresh, refused = lib.new(read);
+	else
+		refused = read;
 	end
-	error(tostring(new_proxy), 0);
+	proxy = fresh;
+	options, fresh_start = take_over(read, refused);
 end
-proxy, route = new_proxy, new_proxy:router();
+route = proxy:router();
+local target_address = options.target;
 local target_user, target_host = jid_split(target_address);
+-- A stanza:find path whose value keeps requests on one resource (D4);
+-- "requester" the library reads from the address itself.
+local sticky_path = options.sticky ~= "requester" and options.sticky or nil;
 
-local measure_dropped = module:metric("counter", "dropped", "stanzas",
-	"Stanzas dropped or left to Prosody, by reason", { "reason" });
-local measure_rtt = module:metric("histogram", "rtt", "seconds",
-	"Round-trip time of proxied requests", {},
-	{ buckets = { 0.001, 0.01, 0.1, 1, 10, 100 } }):with_labels();
+module:hook_global("stats-update", function () update_metrics(); end);
+
+-- Removes this host's samples: the families themselves stay registered.
+local function forget_metrics()
+	local registry = require "core.statsmanager".get_metric_registry();
+	if not registry then
+		return;
+	end
+	for name, family in pairs(registry:get_metric_families()) do
+		if name:match("^prosody_mod_client_proxy/") and family.data and family.data.remove then
+			family.data:remove(module.host);
+		end
+	end
+end
 
 -- One timer, due at the earliest deadline in flight (or earlier). After a
 -- reload, or with a new client_proxy_timeout, that deadline is not always
@@ -243,6 +346,7 @@ local function route_stanza(stanza)
 	if not ok then
 		module:log("error", "Failed to route %s: %s", describe(stanza), tostring(verdict));
 		if name == "iq" and (attr.type == "get" or attr.type == "set") then
+			internal_errors:add(1);
 			module:send(st.error_reply(stanza, "cancel", "internal-server-error"));
 		end
 		return "failed";
@@ -277,7 +381,6 @@ local function handle_stanza(event)
 		drain();
 	elseif verdict ~= "failed" then -- "drop", or "pass": not ours, Prosody may have it
 		module:log("debug", "Dropped (%s) %s", a, describe(stanza));
-		measure_dropped:with_labels(a):add(1);
 		if verdict == "pass" then
 			return nil;
 		end
@@ -325,10 +428,12 @@ local function is_local_account_host(host)
 end
 
 -- Subscribe, then probe, so the resources online now are learned at once.
--- On a reload, module.restore takes over the running instance, which has
--- done that already; the hooks, though, went with the previous instance.
+-- On a reload the running instance has done that already (unless the
+-- target changed); the hooks, though, went with the previous instance.
+local started = false;
+
 local function start()
-	if manage_roster and is_local_account_host(target_host) then
+	if options.manage_roster and is_local_account_host(target_host) then
 		ensure_roster();
 		module:context(target_host):hook("resource-bind", function (event)
 			if event.session.username == target_user then
@@ -336,30 +441,88 @@ local function start()
 			end
 		end);
 	end
-	if not module.reloading then
+	if fresh_start then
 		proxy:start();
 		drain();
 	end
+	started = true;
 end
 
 function module.save()
-	return { proxy = proxy };
-end
-
-function module.restore(data)
-	if not data.proxy then return; end
-	local ok, err = pcall(data.proxy.reconfigure, data.proxy, options);
-	if not ok then
-		module:log("error", "Keeping the previous options: %s", tostring(err));
-	end
-	proxy, route = data.proxy, data.proxy:router();
-	arm_timer(monotonic());
+	return { proxy = proxy, options = options, counted = counted, started = started };
 end
 
 function module.unload()
 	if module.reloading then return; end
 	proxy:close();
 	drain();
+	forget_metrics();
+end
+
+-- What the admin console's client_proxy commands call (see below).
+function module.client_proxy_status()
+	local lines = proxy:status(monotonic());
+	drain();
+	return lines;
+end
+
+function module.client_proxy_drain(resource, drained)
+	local ok, err = proxy:drain(resource, drained);
+	drain();
+	return ok, err;
+end
+
+-- prosodyctl shell: client_proxy:status(host), :drain(host, resource),
+-- :undrain(host, resource). The console's environment is shared by every
+-- host, so the commands find the instance by host.
+local console = module:shared("/*/admin_shell/env");
+local commands = {};
+console.client_proxy = commands;
+
+local function instance(host)
+	if type(host) ~= "string" or not prosody.hosts[host] then
+		return nil, ("no host %q on this server"):format(tostring(host));
+	end
+	local mod = require "core.modulemanager".get_module(host, "client_proxy");
+	if not mod then
+		return nil, ("%s is not a client_proxy component"):format(host);
+	end
+	return mod.module;
+end
+
+function commands:status(host)
+	local mod, err = instance(host);
+	if not mod then
+		return false, err;
+	end
+	local lines = mod.client_proxy_status();
+	for i = 1, #lines - 1 do
+		self.session.print(lines[i]);
+	end
+	return true, lines[#lines];
+end
+
+local function set_drain(host, resource, drained)
+	local mod, err = instance(host);
+	if not mod then
+		return false, err;
+	end
+	if type(resource) ~= "string" then
+		return false, "name a resource of the target, such as \"focus\"";
+	end
+	local ok, refused = mod.client_proxy_drain(resource, drained);
+	if not ok then
+		return false, refused;
+	end
+	return true, resource..(drained and " drains: no new requests" or " takes requests again");
+end
+
+function commands:drain(host, resource) -- luacheck: ignore 212/self
+	return set_drain(host, resource, true);
+end
+
+function commands:undrain(host, resource) -- luacheck: ignore 212/self
+	return set_drain(host, resource, false);
 end
 
 if prosody.hosts[target_host] or not configmanager.getconfig()[target_host] then
@@ -375,5 +538,8 @@ else
 		end
 	end, -10);
 end
+
+-- Requests a previous instance left in flight keep their deadlines.
+arm_timer(monotonic());
 
 module:log("debug", "Proxying to %s", target_address);

@@ -176,7 +176,7 @@ describe("mod_client_proxy", function ()
 			assert_presence(sent[1], "svc@elsewhere.example", "subscribe");
 			assert_presence(sent[2], "svc@elsewhere.example", "probe");
 			assert.same({}, server.saved_rosters);
-			assert.same({}, shim.global_hooks);
+			assert.is_nil(shim.global_hooks["host-activated"]);
 		end);
 
 		it("when T's host is configured here but not active yet, sends nothing until host-activated fires for it", function ()
@@ -582,22 +582,44 @@ describe("mod_client_proxy", function ()
 			assert.same({}, new:take());
 		end);
 
-		it("c4: a reload whose new options are refused answers what was in flight, once", function ()
+		it("a reload whose new options are refused keeps the previous instance and options, and says why in one line", function ()
+			local shim, server = fresh_shim({ client_proxy_timeout = 10 });
+			online(shim, "a");
+			request(shim, "q1");
+			local new = server:reload(shim, { target_address = T, client_proxy_timeout = 0 });
+			local line = new:find_log("error", "Keeping the previous options", "client_proxy_timeout");
+			assert.is_table(line);
+			assert.is_nil(line.message:find("traceback", 1, true));
+			assert.same({}, new:take(), "nothing answered, nothing sent");
+			-- a still answers q1 through the new instance.
+			assert.is_true(new:deliver(make_reply("a", "q1")));
+			assert.equals(U, new:take()[1].attr.to);
+			-- The old timeout (10 s) is still in force.
+			request(new, "q2");
+			server:advance(10.1);
+			local sent = new:take();
+			assert.equals(1, #sent);
+			assert_iq_error(sent[1], U, "q2", "wait", "remote-server-timeout");
+		end);
+
+		it("a reload with a new target_address answers the old target's requests and subscribes to the new one", function ()
 			local shim, server = fresh_shim();
 			online(shim, "a");
 			request(shim, "q1");
-			request(shim, "q2", { type = "set" });
-			local ok, err = pcall(server.reload, server, shim, { target_address = T, client_proxy_timeout = 0 });
-			assert.is_false(ok);
-			assert.matches("client_proxy_timeout", err);
-			assert.same({}, shim:take(), "the old instance answers nothing");
-			local sent = server.failed:take();
-			assert.equals(2, #sent);
-			table.sort(sent, function (x, y) return x.attr.id < y.attr.id; end);
+			server.accounts["svc2@example.org"] = true;
+			local new = server:reload(shim, { target_address = "svc2@example.org" });
+			local sent = new:take();
+			assert.equals(3, #sent);
 			assert_iq_error(sent[1], U, "q1", "cancel", "service-unavailable");
-			assert_iq_error(sent[2], U, "q2", "cancel", "service-unavailable");
-			server:advance(100);
-			assert.same({}, server.failed:take());
+			assert_presence(sent[2], "svc2@example.org", "subscribe");
+			assert_presence(sent[3], "svc2@example.org", "probe");
+			assert.is_table(new:find_log("info", "target_address changed from "..T.." to svc2@example.org"));
+			-- The old target's resources are nobody's now; the new one's serve.
+			assert.is_true(new:deliver(make_presence({ from = "svc2@example.org/b" })));
+			local iq = make_iq({ type = "get", from = U, to = P, id = "q2" });
+			assert.is_true(new:deliver(iq));
+			assert.equals("svc2@example.org/b", new:take()[1].attr.to);
+			assert.equals(1, new:metric("requests", "unloaded"));
 		end);
 
 		it("c4: a reload keeps the resources online", function ()

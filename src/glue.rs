@@ -20,7 +20,7 @@ use std::{mem, slice, str};
 use mlua::{ffi, IntoLuaMulti, Lua, MultiValue, Result, Table, UserData, UserDataMethods, Value};
 
 use crate::core::{Action, Config, Kind, Proxy, Stanza, Time, Verdict};
-use crate::core::{Balance, DropReason, EjectReason, Outcome, Retry, Sticky};
+use crate::core::{Balance, DropReason, EjectReason, Outcome, Retry, State, Sticky};
 use crate::core::{ATTEMPTS_RANGE, EJECT_AFTER_TIMEOUTS_RANGE, MAX_IN_FLIGHT_RANGE};
 use crate::Error;
 
@@ -73,7 +73,7 @@ pub fn exports(lua: &Lua) -> Result<Table> {
     t.set("version", env!("CARGO_PKG_VERSION"))?;
     t.set(
         "new",
-        lua.create_function(|_, options: Table| new(&options))?,
+        lua.create_function(|_, options: Table| Ok(refusal(new(&options))))?,
     )?;
     Ok(t)
 }
@@ -88,6 +88,28 @@ fn new(options: &Table) -> Result<Handle> {
         proxy: RefCell::new(Proxy::new(config, seed)?),
         released: Released::default(),
     })))
+}
+
+/// A call the operator's input can make fail answers `value` or `nil,
+/// message`, Lua's convention, so that the shim logs or prints the message
+/// as it is: a raised error would carry a traceback.
+fn refusal<T>(result: Result<T>) -> (Option<T>, Option<String>) {
+    match result {
+        Ok(value) => (Some(value), None),
+        Err(e) => (None, Some(message(&e))),
+    }
+}
+
+/// The words of an error, without mlua's wrapping.
+fn message(e: &mlua::Error) -> String {
+    match e {
+        mlua::Error::RuntimeError(m) => m.clone(),
+        mlua::Error::CallbackError { cause, .. } => message(cause),
+        mlua::Error::FromLuaConversionError { from, to, .. } => {
+            format!("bad argument: a {from} where a {to} was expected")
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Reads the options table that the shim builds from Prosody's config.
@@ -191,10 +213,21 @@ impl UserData for Handle {
             this.0.proxy().close();
             release_with(lua, &this.0.released)
         });
+        // -> true | nil, message
         methods.add_method("reconfigure", |_, this, options: Table| {
-            Ok(this.0.proxy().reconfigure(config(&options)?)?)
+            let done = config(&options).and_then(|c| Ok(this.0.proxy().reconfigure(c)?));
+            Ok(refusal(done.map(|()| true)))
         });
         methods.add_method("stats", |lua, this, ()| stats(lua, &this.0.proxy()));
+        // -> the admin console's report, one string per line
+        methods.add_method("status", |_, this, now: f64| {
+            Ok(this.0.proxy().status(Time::from_secs_f64(now)))
+        });
+        // -> true | nil, message
+        methods.add_method("drain", |_, this, (name, drained): (String, bool)| {
+            let done = this.0.proxy().drain(&name, drained).map(|()| true);
+            Ok(refusal(done.map_err(mlua::Error::from)))
+        });
         methods.add_method("resources", |lua, this, ()| resources(lua, &this.0.proxy()));
     }
 }
@@ -447,6 +480,9 @@ fn stats(lua: &Lua, proxy: &Proxy<Payload>) -> Result<Table> {
     t.set("ejections", counts(&mut ejections.into_iter())?)?;
     let dropped = DropReason::ALL.map(|d| (d.as_str(), s.dropped[d as usize]));
     t.set("dropped", counts(&mut dropped.into_iter())?)?;
+    let by_state = proxy.count_states();
+    let states = State::ALL.map(|st| (st.as_str(), by_state[st as usize] as u64));
+    t.set("states", counts(&mut states.into_iter())?)?;
     Ok(t)
 }
 
@@ -508,16 +544,23 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_option_is_a_lua_error_naming_it() {
-        let err = lua()
-            .load(r#"client_proxy.new({ host = "p.example", target = "s@example", max_in_flight = 0 })"#)
-            .exec()
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("client_proxy_max_in_flight") && err.contains("1 to"),
-            "{err}"
+    fn a_bad_option_is_refused_with_a_message_naming_it() {
+        let (handle, err): (Option<bool>, String) = lua()
+            .load(r#"local p, err = client_proxy.new({ host = "p.example", target = "s@example", max_in_flight = 0 })
+                return p ~= nil or nil, err"#)
+            .eval()
+            .unwrap();
+        assert_eq!(handle, None);
+        assert_eq!(
+            err,
+            "option 'client_proxy_max_in_flight' must be a whole number from 1 to 10000000 (got 0)"
         );
+        // A value of the wrong type too, and without a traceback.
+        let err: String = lua()
+            .load(r#"return select(2, client_proxy.new({ host = "p.example", target = "s@example", timeout = {} }))"#)
+            .eval()
+            .unwrap();
+        assert!(!err.contains("traceback") && err.contains("table"), "{err}");
     }
 
     #[test]
@@ -532,13 +575,13 @@ mod tests {
                 route("presence", nil, "s@example/b", "p.example", nil, nil, 0, 0)
                 assert(route("iq", "error", "s@example/a", "p.example/u@example/r", "1",
                     nil, nil, 0, nil, "service-unavailable") == "done")
-                assert(p:poll() == "resend")
+                while p:poll() do end
                 -- b serves it: a is ejected, and its log line waits in the queue.
                 local v, _, _, _, queued = route("iq", "result", "s@example/b",
                     "p.example/u@example/r", "1", nil, nil, 0)
                 assert(v == "forward")
-                local kind, level = p:poll()
-                assert(kind == "log" and p:poll() == nil)
+                local kind, level, message = p:poll()
+                assert(kind == "log" and message:match("^Ejected") and p:poll() == nil)
                 local _, _, _, _, after = route("iq", "get", "u@example/r", "p.example", "2", nil, nil, 0)
                 return queued, level, after
                 "#,
@@ -552,24 +595,50 @@ mod tests {
 
     #[test]
     fn the_old_name_of_attempts_is_named_when_it_is_the_one_used() {
-        let err = lua()
+        let err: String = lua()
             .load(
-                r#"client_proxy.new({ host = "p.example", target = "s@example", attempts = 0,
-                attempts_option = "client_proxy_get_attempts" })"#,
+                r#"return select(2, client_proxy.new({ host = "p.example", target = "s@example", attempts = 0,
+                attempts_option = "client_proxy_get_attempts" }))"#,
             )
-            .exec()
-            .unwrap_err()
-            .to_string();
+            .eval()
+            .unwrap();
         assert!(err.contains("option 'client_proxy_get_attempts'"), "{err}");
     }
 
     #[test]
+    fn status_drain_and_state_counts_cross_as_lua_values() {
+        let (first, line, eligible, draining, err): (String, String, u32, u32, String) = lua()
+            .load(
+                r#"
+                local p = client_proxy.new({ host = "p.example", target = "s@example" })
+                local route = p:router()
+                route("presence", nil, "s@example/a", "p.example", nil, nil, 0, 0)
+                route("presence", nil, "s@example/b", "p.example", nil, nil, 0, 0)
+                p:drain("a", true)
+                local lines = p:status(0)
+                local states = p:stats().states
+                local ok, err = p:drain("nobody", true)
+                assert(ok == nil and p:drain("a", false) == true)
+                return lines[1], lines[2], states.eligible, states.draining, tostring(err)
+                "#,
+            )
+            .eval()
+            .unwrap();
+        assert!(first.starts_with("p.example -> s@example:"), "{first}");
+        assert!(
+            line.contains("a  show -  priority 0  draining (operator)"),
+            "{line}"
+        );
+        assert_eq!((eligible, draining), (1, 1));
+        assert_eq!(err, "bad argument: s@example/nobody is not online");
+    }
+
+    #[test]
     fn list_options_take_strings_only() {
-        let err = lua()
-            .load(r#"client_proxy.new({ host = "p.example", target = "s@example", resources = { "a", 2 } })"#)
-            .exec()
-            .unwrap_err()
-            .to_string();
+        let err: String = lua()
+            .load(r#"return select(2, client_proxy.new({ host = "p.example", target = "s@example", resources = { "a", 2 } }))"#)
+            .eval()
+            .unwrap();
         assert!(err.contains("client_proxy_resources"), "{err}");
         let ok: bool = lua()
             .load(
@@ -672,9 +741,10 @@ mod tests {
                 route("iq", "get", "u@example/r", "p.example", "1", nil, nil, 0, stanza)
                 route("presence", nil, "s@example/b", "p.example", nil, nil, 0, 0)
                 route("presence", "unavailable", "s@example/a", "p.example", nil, nil, 0, 0)
-                local kind, kept, from, to = p:poll()
+                local kind, kept, from, to
+                repeat kind, kept, from, to = p:poll() until kind ~= "log"
                 assert(kind == "resend" and from == "p.example/u@example/r" and to == "s@example/b")
-                assert(p:poll() == nil)
+                assert(p:poll() == "log" and p:poll() == nil)
                 return kept == stanza
                 "#,
             )

@@ -64,6 +64,7 @@ local function new_metric(kind, name, label_keys)
 		if not child then
 			child = { count = 0, samples = {} };
 			function child:add(n) self.count = self.count + n; end
+			function child:set(v) self.value = v; end
 			function child:sample(v) table.insert(self.samples, v); end
 			self.children[key] = child;
 		end
@@ -96,6 +97,8 @@ function M.new_server()
 		timers = {};
 		loaded = {}; -- package.loaded as the shim sees it
 		instances = {};
+		shared = {}; -- module:shared tables, by path
+		families = {}; -- metric families, by name
 	}, server_mt);
 	return server;
 end
@@ -142,8 +145,24 @@ local function fakes(server)
 		monotonic = function () return server.clock; end;
 		now = function () return server.clock; end;
 	};
+	-- No statistics provider: nothing to clean up in a registry.
+	local statsmanager = {
+		get_metric_registry = function () return nil; end;
+	};
+	local modulemanager = {
+		get_module = function (host, name)
+			for i = #server.instances, 1, -1 do
+				local inst = server.instances[i];
+				if inst.loaded and inst.module.host == host and name == "client_proxy" then
+					return inst.env;
+				end
+			end
+		end;
+	};
 	return {
 		["core.configmanager"] = configmanager;
+		["core.statsmanager"] = statsmanager;
+		["core.modulemanager"] = modulemanager;
 		["core.rostermanager"] = rostermanager;
 		["core.usermanager"] = usermanager;
 		["util.time"] = time;
@@ -293,9 +312,6 @@ function server_mt:load(options, how)
 	function module:get_option_number(name, default)
 		return tonumber(option(name, default));
 	end
-	function module:get_option(name, default)
-		return option(name, default);
-	end
 	function module:get_option_array(name, default)
 		local value = option(name, default);
 		if value == nil then return nil; end
@@ -310,6 +326,11 @@ function server_mt:load(options, how)
 	function module:hook(event, handler, priority)
 		assert(not inst.hooks[event], "hooked twice: "..event);
 		inst.hooks[event] = { handler = handler, priority = priority };
+	end
+	function module:shared(name)
+		local t = server.shared[name] or {};
+		server.shared[name] = t;
+		return t;
 	end
 	function module:hook_global(event, handler, priority)
 		inst.global_hooks[event] = inst.global_hooks[event] or {};
@@ -347,8 +368,10 @@ function server_mt:load(options, how)
 		table.insert(inst.timers, t);
 		return t;
 	end
+	-- As in Prosody's registry, a family outlives the instance that made it.
 	function module:metric(kind, name, unit, description, label_keys, conf) -- luacheck: ignore 212
-		local family = new_metric(kind, name, label_keys);
+		local family = server.families[name] or new_metric(kind, name, label_keys);
+		server.families[name] = family;
 		inst.metrics[name] = family;
 		return family;
 	end
@@ -474,7 +497,24 @@ function instance_mt:find_log(level, ...)
 end
 
 -- How many stanzas the "dropped" counter counted with this reason.
+-- Fires the instance's stats-update handlers, as a collection does.
+function instance_mt:collect()
+	for _, h in ipairs(self.global_hooks["stats-update"] or {}) do
+		h.handler();
+	end
+end
+
+-- The count of a counter's child, or the value of a gauge's, after a
+-- collection.
+function instance_mt:metric(name, ...)
+	self:collect();
+	local family = assert(self.metrics[name], "no metric "..name);
+	local child = family.children[table.concat({ ... }, "\0")];
+	return child and (child.value or child.count) or 0;
+end
+
 function instance_mt:dropped(reason)
+	self:collect();
 	local family = assert(self.metrics.dropped, "no dropped metric");
 	local child = family.children[reason];
 	return child and child.count or 0;

@@ -83,7 +83,13 @@ pub struct Proxy<P = ()> {
     actions: VecDeque<Action<P>>,
     rng: SmallRng,
     stats: Stats,
+    /// When "no resource can take requests" was last logged, for none online
+    /// and for none eligible.
+    warned: [Option<Time>; 2],
 }
+
+/// How often the same "no resource" warning may be logged.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 impl<P: Clone> Proxy<P> {
     /// Validates `config` and makes an instance; `seed` drives the choice of
@@ -100,6 +106,7 @@ impl<P: Clone> Proxy<P> {
             actions: VecDeque::new(),
             rng: SmallRng::seed_from_u64(seed),
             stats: Stats::default(),
+            warned: [None; 2],
         })
     }
 
@@ -216,6 +223,7 @@ impl<P: Clone> Proxy<P> {
         };
         let balance = self.config.balance;
         let Some(resource) = self.resources.choose(balance, key, &[], &mut self.rng) else {
+            self.warn_no_resource(now);
             return self.refuse(
                 Outcome::NoResource,
                 ErrorType::Cancel,
@@ -241,6 +249,26 @@ impl<P: Clone> Proxy<P> {
             to: self.resources.jid(resource).clone(),
             rtt: None,
         }
+    }
+
+    /// Logs that requests find no resource, once per [`WARN_EVERY`] and cause.
+    fn warn_no_resource(&mut self, now: Time) {
+        let online = self.resources.online();
+        let cause = usize::from(online > 0);
+        if self.warned[cause].is_some_and(|t| now.saturating_since(t) < WARN_EVERY) {
+            return;
+        }
+        self.warned[cause] = Some(now);
+        let why = if online == 0 {
+            "none is online".to_owned()
+        } else {
+            format!("{online} online, none eligible (see client_proxy:status)")
+        };
+        let message = format!(
+            "No resource of {} can take requests: {why}; answering service-unavailable",
+            self.config.target
+        );
+        self.log(Level::Warn, message);
     }
 
     fn refuse(&mut self, outcome: Outcome, ty: ErrorType, condition: Condition) -> Verdict {
@@ -278,15 +306,35 @@ impl<P: Clone> Proxy<P> {
 
     /// A1, D1, D2: a resource's available presence.
     fn resource_online(&mut self, name: &str, show: Option<&str>, priority: i32, now: Time) {
+        let before = self
+            .resources
+            .id(name)
+            .and_then(|id| self.resources.get(id))
+            .map(Resource::state);
         let (id, new) = self.resources.upsert(name, show, priority, now);
         let r = self.resources.get(id).expect("just recorded");
-        if new && r.state() == State::Filtered {
-            let message = format!(
+        let state = r.state();
+        let message = if new && state == State::Filtered {
+            format!(
                 "{} is online but gets no requests: its name is not in client_proxy_resources",
                 r.jid
-            );
-            self.log(Level::Info, message);
-        }
+            )
+        } else if new {
+            format!(
+                "{} is online (priority {}, show {}): {}",
+                r.jid,
+                r.priority,
+                r.show.as_deref().unwrap_or("-"),
+                state.as_str()
+            )
+        } else if before != Some(state)
+            && (before == Some(State::Draining) || state == State::Draining)
+        {
+            format!("{} is {} ({})", r.jid, state.as_str(), r.why(now))
+        } else {
+            return;
+        };
+        self.log(Level::Info, message);
     }
 
     /// A8-A12: an IQ from the target.
@@ -452,14 +500,27 @@ impl<P: Clone> Proxy<P> {
     }
 
     /// C3: a `get` goes to another resource while it has attempts left;
-    /// everything else is answered now.
+    /// everything else is answered now. Logs what became of them.
     fn settle_lost(&mut self, lost: ResourceId, jid: Rc<str>) {
+        let (mut resent, mut answered) = (0, 0);
         while let Some(f) = self.flights.first_of(lost) {
-            if !self.retry(f, jid.clone(), false) {
+            if self.retry(f, jid.clone(), false) {
+                resent += 1;
+            } else {
                 let error = self.lost_error();
                 self.fail(f, error, Outcome::ResourceLost);
+                answered += 1;
             }
         }
+        let message = match resent + answered {
+            0 => format!("{jid} went offline holding no request"),
+            n => format!(
+                "{jid} went offline holding {n} request(s): {resent} sent again, {answered} \
+                 answered {}",
+                self.lost_error()
+            ),
+        };
+        self.log(Level::Info, message);
     }
 
     /// C3's answer to a request that cannot be sent again.
@@ -527,6 +588,95 @@ impl<P: Clone> Proxy<P> {
         self.actions.pop_front()
     }
 
+    /// Drains the resource `name` for the operator (D2 without presence), or
+    /// ends that; it must be online. Kept while the instance lives, across
+    /// reconnects of the resource.
+    pub fn drain(&mut self, name: &str, drained: bool) -> Result<(), Error> {
+        if !self.resources.set_drained(name, drained) {
+            return Err(Error::Argument(format!(
+                "{}/{name} is not online",
+                self.config.target
+            )));
+        }
+        let jid = join(&self.config.target, name);
+        let message = if drained {
+            format!("{jid} is draining (operator)")
+        } else {
+            format!("{jid} is no longer drained by the operator")
+        };
+        self.log(Level::Info, message);
+        Ok(())
+    }
+
+    /// The admin console's report: the options in force, one line per
+    /// resource, and the totals.
+    pub fn status(&mut self, now: Time) -> Vec<String> {
+        self.readmit(now);
+        let c = &self.config;
+        let list = |v: &[String], none: &str| {
+            if v.is_empty() {
+                none.to_owned()
+            } else {
+                v.join(",")
+            }
+        };
+        let sticky = match &c.sticky {
+            Sticky::None => "none".to_owned(),
+            Sticky::Requester => "requester".to_owned(),
+            Sticky::Path(p) => p.clone(),
+        };
+        let mut lines = vec![format!(
+            "{} -> {}: balance {}, sticky {sticky}, attempts {}, timeout {} s, eject after {} \
+             timeouts, drain show {}, resources {}, max in flight {} ({} per requester)",
+            c.host,
+            c.target,
+            c.balance.as_str(),
+            c.attempts,
+            c.timeout,
+            c.eject_after_timeouts,
+            list(&c.drain_show, "none"),
+            list(&c.resources, "all"),
+            c.max_in_flight,
+            c.max_in_flight_per_requester
+        )];
+        let mut resources: Vec<&Resource> = self.resources.iter().collect();
+        resources.sort_by(|a, b| a.name.cmp(&b.name));
+        for r in resources {
+            let state = r.state();
+            let why = match r.why(now) {
+                w if w.is_empty() => String::new(),
+                w => format!(" ({w})"),
+            };
+            lines.push(format!(
+                "  {}  show {}  priority {}  {}{why}  in_flight {}  served {}  failed {}",
+                r.name,
+                r.show.as_deref().unwrap_or("-"),
+                r.priority,
+                state.as_str(),
+                r.in_flight,
+                r.served,
+                r.failed
+            ));
+        }
+        let counts = self.resources.count_states();
+        lines.push(format!(
+            "{} online, {} eligible, {} draining, {} ejected; {} requests in flight; {} accepted",
+            self.resources.online(),
+            counts[State::Eligible as usize],
+            counts[State::Draining as usize],
+            counts[State::Ejected as usize],
+            self.flights.len(),
+            self.stats.requests
+        ));
+        lines
+    }
+
+    /// How many resources online are in each state, in the order of
+    /// `State::ALL`.
+    pub fn count_states(&self) -> [usize; State::ALL.len()] {
+        self.resources.count_states()
+    }
+
     /// True while [`poll_action`](Self::poll_action) has something to give.
     pub fn has_actions(&self) -> bool {
         !self.actions.is_empty()
@@ -556,11 +706,11 @@ impl<P: Clone> Proxy<P> {
     }
 
     /// True when nothing is held for requests: no request in flight, no
-    /// requester, no token, no count, no load.
+    /// requester, no token, no count, no load, nothing to send but log lines.
     pub fn is_settled(&self) -> bool {
         self.flights.len() == 0
             && self.requesters.is_empty()
-            && self.actions.is_empty()
+            && self.actions.iter().all(|a| matches!(a, Action::Log { .. }))
             && self.resources.iter().all(|r| r.in_flight == 0)
     }
 }

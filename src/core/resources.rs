@@ -1,7 +1,7 @@
 //! The target's resources that are online, what makes each one eligible for
 //! new requests (D1, D2, D6-D9), and the choice among them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -59,6 +59,14 @@ pub enum State {
 }
 
 impl State {
+    pub const ALL: [State; 5] = [
+        State::Eligible,
+        State::NegativePriority,
+        State::Filtered,
+        State::Draining,
+        State::Ejected,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             State::Eligible => "eligible",
@@ -88,7 +96,10 @@ pub struct Resource {
     /// Until when it is ejected, and why.
     pub ejected: Option<(Time, EjectReason)>,
     filtered: bool,
+    /// Its `show` is in `client_proxy_drain_show`.
     draining: bool,
+    /// The operator drained it (`client_proxy:drain` in the admin console).
+    drained_by_operator: bool,
     /// Requests in a row it let time out (D7).
     timeouts_in_row: u32,
     /// [`balance::hash`] of its name, for rendezvous scores.
@@ -111,12 +122,28 @@ impl Resource {
             State::NegativePriority
         } else if self.filtered {
             State::Filtered
-        } else if self.draining {
+        } else if self.draining || self.drained_by_operator {
             State::Draining
         } else if self.ejected.is_some() {
             State::Ejected
         } else {
             State::Eligible
+        }
+    }
+
+    /// Why it is in its [`State`], in words for the admin console.
+    pub fn why(&self, now: Time) -> String {
+        match self.state() {
+            State::Eligible => String::new(),
+            State::NegativePriority => format!("priority {}", self.priority),
+            State::Filtered => "not in client_proxy_resources".into(),
+            State::Draining if self.drained_by_operator => "operator".into(),
+            State::Draining => format!("show {}", self.show.as_deref().unwrap_or_default()),
+            State::Ejected => {
+                let (until, reason) = self.ejected.expect("ejected");
+                let left = until.saturating_since(now).as_secs_f64().ceil();
+                format!("{} for {left} s", reason.as_str())
+            }
         }
     }
 
@@ -182,6 +209,8 @@ pub(crate) struct Resources {
     /// Ejected, and eligible but for that (D9's fallback).
     fallback: Vec<ResourceId>,
     policy: Policy,
+    /// Names the operator drained, online or not.
+    drained: HashSet<Box<str>>,
     records: HashMap<Box<str>, Record>,
     /// The earliest `until` of an ejected resource online.
     next_readmission: Option<Time>,
@@ -197,6 +226,7 @@ impl Resources {
             eligible: Order::default(),
             fallback: Vec::new(),
             policy: Policy::from(config),
+            drained: HashSet::new(),
             records: HashMap::new(),
             next_readmission: None,
         }
@@ -243,6 +273,7 @@ impl Resources {
                     ejected,
                     filtered: !self.policy.admits(name),
                     draining: false,
+                    drained_by_operator: self.drained.contains(name),
                     timeouts_in_row: 0,
                     hash: balance::hash(name),
                     listed: Listed::Nowhere,
@@ -305,6 +336,30 @@ impl Resources {
             Listed::Nowhere => {}
         }
         self.slot(id).listed = to;
+    }
+
+    /// Drains (or undrains) `name` for the operator; false if it is not online.
+    pub fn set_drained(&mut self, name: &str, drained: bool) -> bool {
+        let Some(id) = self.id(name) else {
+            return false;
+        };
+        if drained {
+            self.drained.insert(name.into());
+        } else {
+            self.drained.remove(name);
+        }
+        self.slot(id).drained_by_operator = drained;
+        self.relist(id);
+        true
+    }
+
+    /// How many resources are in each state, in the order of `State::ALL`.
+    pub fn count_states(&self) -> [usize; State::ALL.len()] {
+        let mut counts = [0; State::ALL.len()];
+        for r in self.iter() {
+            counts[r.state() as usize] += 1;
+        }
+        counts
     }
 
     /// Forgets `name`; returns the id and JID it had.
@@ -581,6 +636,26 @@ mod tests {
         assert_eq!(rs.get(stray).unwrap().state(), State::Draining);
         assert_eq!(rs.get(j1).unwrap().state(), State::Draining);
         assert_eq!(choices(&mut rs, 100)[focus as usize], 100);
+    }
+
+    #[test]
+    fn d2_the_operator_drains_by_name_and_it_outlives_a_reconnect() {
+        let mut rs = resources(|_| {});
+        let (a, _) = rs.upsert("a", None, 0, T0);
+        let (b, _) = rs.upsert("b", None, 0, T0);
+        assert!(!rs.set_drained("nobody", true));
+        assert!(rs.set_drained("a", true));
+        assert_eq!(rs.get(a).unwrap().state(), State::Draining);
+        assert_eq!(rs.get(a).unwrap().why(T0), "operator");
+        assert_eq!(choices(&mut rs, 50)[b as usize], 50);
+        // Plain presence does not end the operator's drain; a reconnect neither.
+        rs.upsert("a", None, 0, T0);
+        rs.remove("a");
+        let (a, _) = rs.upsert("a", None, 0, T0);
+        assert_eq!(rs.get(a).unwrap().state(), State::Draining);
+        assert_eq!(rs.count_states(), [1, 0, 0, 1, 0]);
+        assert!(rs.set_drained("a", false));
+        assert_eq!(rs.get(a).unwrap().state(), State::Eligible);
     }
 
     #[test]
