@@ -38,7 +38,10 @@ pub use client::{
 pub use fixture::{
     plugin_dir, proxy_server, ProxyServer, ProxyServerBuilder, PASSWORD, PROXY, REQUESTERS, TARGET,
 };
-pub use prosody::{Installation, Prosody, ProsodyBuilder, TempDir, KEEP_TESTDIR_ENV, PROSODY_ENV};
+pub use prosody::{
+    http_get, metric, samples, Installation, Prosody, ProsodyBuilder, Sample, TempDir,
+    KEEP_TESTDIR_ENV, PROSODY_ENV,
+};
 
 /// Re-exported so that users build stanzas with the same versions the
 /// harness uses.

@@ -184,8 +184,9 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 /// [`start`](Self::start).
 ///
 /// The generated config serves plain (unencrypted) c2s on 127.0.0.1 only,
-/// with s2s, HTTP and component ports off, internal plain-text storage and
-/// `mod_admin_shell` for [`Prosody::shell`].
+/// with s2s, HTTP (unless [`http`](Self::http)) and component ports off,
+/// internal plain-text storage and `mod_admin_shell` for
+/// [`Prosody::shell`].
 #[derive(Debug, Clone)]
 #[must_use = "nothing starts until `start` is called"]
 pub struct ProsodyBuilder {
@@ -197,6 +198,8 @@ pub struct ProsodyBuilder {
     global_options: Vec<String>,
     users: Vec<(String, String)>,
     log_level: String,
+    /// Serve HTTP (with `mod_http_openmetrics`) on 127.0.0.1.
+    http: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -223,7 +226,17 @@ impl ProsodyBuilder {
             global_options: Vec::new(),
             users: Vec::new(),
             log_level: "debug".to_owned(),
+            http: false,
         }
+    }
+
+    /// Serves HTTP on 127.0.0.1 on a free port (see [`Prosody::http_addr`])
+    /// with `mod_http_openmetrics` at `/metrics` and Prosody's internal
+    /// statistics, collected at each scrape (`statistics_interval =
+    /// "manual"`), so that [`Prosody::scrape`] sees values of that moment.
+    pub fn http(mut self) -> Self {
+        self.http = true;
+        self
     }
 
     /// Adds another VirtualHost (e.g. `auth.localhost`).
@@ -317,6 +330,7 @@ impl ProsodyBuilder {
             dir,
             config: self,
             port: 0,
+            http_port: 0,
         };
         for sub in ["data", "certs", "plugins"] {
             fs::create_dir(server.dir.join(sub))?;
@@ -326,6 +340,7 @@ impl ProsodyBuilder {
             Some(port) => port,
             None => free_port()?,
         };
+        server.pick_http_port()?;
         server.write_config()?;
         server.register_all(&users)?;
         server.launch()?;
@@ -346,12 +361,45 @@ pub struct Prosody {
     dir: PathBuf,
     config: ProsodyBuilder,
     port: u16,
+    /// 0 unless [`ProsodyBuilder::http`].
+    http_port: u16,
 }
 
 impl Prosody {
     /// Where clients connect (plain TCP, no TLS).
     pub fn c2s_addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// Where HTTP is served (plain, no TLS), if [`ProsodyBuilder::http`]
+    /// asked for it.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        (self.http_port != 0).then(|| SocketAddr::from((Ipv4Addr::LOCALHOST, self.http_port)))
+    }
+
+    /// `GET path` over HTTP/1.0 on [`http_addr`](Self::http_addr), with a
+    /// plain TCP connection: the status code and the body. Fails if the
+    /// server serves no HTTP or the answer is not HTTP.
+    pub fn http_get(&self, path: &str) -> io::Result<(u16, String)> {
+        let addr = self.http_addr().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                "this server serves no HTTP (ProsodyBuilder::http)",
+            )
+        })?;
+        http_get(addr, "localhost", path)
+    }
+
+    /// The body of `GET /metrics` (`mod_http_openmetrics`): every metric,
+    /// collected at this moment. Fails unless the answer is `200`. Read
+    /// samples out of it with [`metric`].
+    pub fn scrape(&self) -> io::Result<String> {
+        match self.http_get("/metrics")? {
+            (200, body) => Ok(body),
+            (status, body) => Err(io::Error::other(format!(
+                "GET /metrics answered {status}: {body}"
+            ))),
+        }
     }
 
     /// Process id of the server (0 after a failed [`restart`](Self::restart)).
@@ -542,19 +590,28 @@ impl Prosody {
         line("local_interfaces = { \"127.0.0.1\" }".into());
         line("c2s_interfaces = { \"127.0.0.1\" }".into());
         line(format!("c2s_ports = {{ {} }}", self.port));
-        for service in [
-            "c2s_direct_tls",
-            "legacy_ssl",
-            "s2s",
-            "component",
-            "http",
-            "https",
-        ] {
+        let mut closed = vec!["c2s_direct_tls", "legacy_ssl", "s2s", "component", "https"];
+        if cfg.http {
+            line(format!("http_ports = {{ {} }}", self.http_port));
+            line("http_interfaces = { \"127.0.0.1\" }".into());
+            // Collected when /metrics is scraped, not on a timer.
+            line("statistics = \"internal\"".into());
+            line("statistics_interval = \"manual\"".into());
+        } else {
+            closed.push("http");
+        }
+        for service in closed {
             line(format!("{service}_ports = {{}}"));
         }
+        let http_modules: &[&str] = if cfg.http {
+            &["http", "http_openmetrics"]
+        } else {
+            &[]
+        };
         let modules: Vec<String> = BASE_MODULES
             .iter()
             .copied()
+            .chain(http_modules.iter().copied())
             .chain(cfg.modules.iter().map(String::as_str))
             .map(lua_str)
             .collect();
@@ -600,6 +657,7 @@ impl Prosody {
                 Err(Startup::PortTaken) if attempt < PORT_ATTEMPTS => {
                     self.terminate();
                     self.port = free_port()?;
+                    self.pick_http_port()?;
                     self.write_config()?;
                 }
                 Err(Startup::PortTaken) => {
@@ -661,22 +719,40 @@ impl Prosody {
         Ok(())
     }
 
+    /// A fresh port for HTTP, if it is served.
+    fn pick_http_port(&mut self) -> io::Result<()> {
+        if self.config.http {
+            self.http_port = free_port()?;
+        }
+        Ok(())
+    }
+
     fn wait_started(&mut self, log_offset: u64) -> Result<(), Startup> {
         let listening = format!("Activated service 'c2s' on [127.0.0.1]:{}", self.port);
-        let port_failed = format!("Failed to open server port {}", self.port);
+        let mut ports = vec![self.port];
+        if self.config.http {
+            ports.push(self.http_port);
+        }
+        let port_failed: Vec<String> = ports
+            .iter()
+            .map(|port| format!("Failed to open server port {port}"))
+            .collect();
+        let http_listening = format!("Activated service 'http' on [127.0.0.1]:{}", self.http_port);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let log = read_lossy(&self.log_path(), log_offset);
-            if log.contains(&port_failed) {
+            if port_failed.iter().any(|failed| log.contains(failed)) {
                 return Err(Startup::PortTaken);
             }
             if log.contains(STARTED_MARKER) {
-                return if log.contains(&listening) {
-                    Ok(())
-                } else {
+                return if !log.contains(&listening) {
                     Err(Startup::Failed(
                         "started but is not listening for clients".into(),
                     ))
+                } else if self.config.http && !log.contains(&http_listening) {
+                    Err(Startup::Failed("started but is not serving HTTP".into()))
+                } else {
+                    Ok(())
                 };
             }
             let child = self.child.as_mut().expect("spawned");
@@ -828,6 +904,144 @@ fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
         .local_addr()?
         .port())
+}
+
+/// How long an HTTP request may take, connection to last byte.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `GET path` to `addr` as HTTP/1.0 with `Host: host`, over a plain
+/// [`TcpStream`](std::net::TcpStream): the status code and the body. The
+/// server closes the connection after the answer, which ends the body.
+pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> io::Result<(u16, String)> {
+    use std::io::Write as _;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
+    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    )?;
+    stream.flush()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("not HTTP: {text:?}"));
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let status = head
+        .lines()
+        .next()
+        .filter(|line| line.starts_with("HTTP/"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(bad)?;
+    Ok((status, body.to_owned()))
+}
+
+/// One sample of an OpenMetrics (Prometheus text) exposition: a name such
+/// as `prosody_mod_client_proxy__requests_total`, its labels in the order
+/// printed, and its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+impl Sample {
+    /// The value of this label, if it has it.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Every sample in an exposition (the body of [`Prosody::scrape`]),
+/// skipping comments (`# TYPE`, `# HELP`, `# EOF`) and lines it cannot
+/// read.
+pub fn samples(body: &str) -> Vec<Sample> {
+    body.lines().filter_map(parse_sample).collect()
+}
+
+/// The value of the sample named `name` whose labels are exactly `labels`
+/// (in any order); `None` if there is no such sample. E.g.
+/// `metric(body, "prosody_mod_client_proxy__requests_total",
+/// &[("host", "proxy.localhost"), ("outcome", "replied")])`.
+pub fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut wanted: Vec<(&str, &str)> = labels.to_vec();
+    wanted.sort_unstable();
+    samples(body)
+        .into_iter()
+        .find(|sample| {
+            if sample.name != name || sample.labels.len() != wanted.len() {
+                return false;
+            }
+            let mut have: Vec<(&str, &str)> = sample
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            have.sort_unstable();
+            have == wanted
+        })
+        .map(|sample| sample.value)
+}
+
+/// `name{k="v",...} value [timestamp]` or `name value [timestamp]`.
+fn parse_sample(line: &str) -> Option<Sample> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let name_end = line
+        .find(|c: char| c == '{' || c.is_whitespace())
+        .unwrap_or(line.len());
+    let name = &line[..name_end];
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(inner) = rest.strip_prefix('{') {
+        let mut chars = inner.char_indices();
+        let mut key = String::new();
+        let end = loop {
+            let (i, c) = chars.next()?;
+            match c {
+                '}' if key.trim().is_empty() => break i,
+                ',' | ' ' if key.is_empty() => {}
+                '=' => {
+                    let quote = chars.by_ref().map(|(_, c)| c).find(|c| *c != ' ')?;
+                    if quote != '"' {
+                        return None;
+                    }
+                    let mut value = String::new();
+                    loop {
+                        match chars.next()?.1 {
+                            '"' => break,
+                            '\\' => match chars.next()?.1 {
+                                'n' => value.push('\n'),
+                                other => value.push(other),
+                            },
+                            other => value.push(other),
+                        }
+                    }
+                    labels.push((std::mem::take(&mut key).trim().to_owned(), value));
+                }
+                c => key.push(c),
+            }
+        };
+        rest = &inner[end + 1..];
+    }
+    let value = rest.split_whitespace().next()?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    (!name.is_empty()).then(|| Sample {
+        name: name.to_owned(),
+        labels,
+        value,
+    })
 }
 
 fn is_root() -> bool {
@@ -999,6 +1213,93 @@ mod tests {
         );
         assert_eq!(console_answer(log), "");
         assert!(!is_log_line("| col\tinfo"));
+    }
+
+    #[test]
+    fn samples_are_read_by_name_and_exact_label_set() {
+        let body = r#"# HELP prosody_mod_client_proxy__requests Requests by outcome
+# TYPE prosody_mod_client_proxy__requests counter
+prosody_mod_client_proxy__requests_total{host="proxy.localhost",outcome="replied"} 12
+prosody_mod_client_proxy__requests_total{host="proxy.localhost",outcome="timeout"} 1 1700000000
+prosody_mod_client_proxy__in_flight{host="proxy.localhost"} 0
+prosody_mod_client_proxy__rtt_bucket{host="proxy.localhost",le="0.001"} 3
+prosody_mod_client_proxy__rtt_bucket{host="proxy.localhost",le="+Inf"} 7
+prosody_mod_client_proxy__rtt_sum{host="proxy.localhost"} 1.5e-2
+odd_label{host="a\"b\\c\nd", x = "y" } 2.5
+prosody_uptime 42
+# EOF
+"#;
+        let requests = "prosody_mod_client_proxy__requests_total";
+        let host = ("host", "proxy.localhost");
+        assert_eq!(
+            metric(body, requests, &[host, ("outcome", "replied")]),
+            Some(12.0)
+        );
+        // Label order does not matter; the set must match exactly.
+        assert_eq!(
+            metric(body, requests, &[("outcome", "timeout"), host]),
+            Some(1.0)
+        );
+        assert_eq!(metric(body, requests, &[host]), None);
+        assert_eq!(
+            metric(body, requests, &[host, ("outcome", "conflict")]),
+            None
+        );
+        assert_eq!(
+            metric(body, requests, &[host, ("outcome", "replied"), ("x", "y")]),
+            None
+        );
+        assert_eq!(
+            metric(body, "prosody_mod_client_proxy__in_flight", &[host]),
+            Some(0.0)
+        );
+        assert_eq!(
+            metric(
+                body,
+                "prosody_mod_client_proxy__rtt_bucket",
+                &[host, ("le", "+Inf")]
+            ),
+            Some(7.0)
+        );
+        assert_eq!(
+            metric(body, "prosody_mod_client_proxy__rtt_sum", &[host]),
+            Some(0.015)
+        );
+        assert_eq!(
+            metric(body, "odd_label", &[("host", "a\"b\\c\nd"), ("x", "y")]),
+            Some(2.5)
+        );
+        assert_eq!(metric(body, "prosody_uptime", &[]), Some(42.0));
+        assert_eq!(
+            metric(body, "prosody_mod_client_proxy__requests", &[]),
+            None
+        );
+        let all = samples(body);
+        assert_eq!(all.len(), 8);
+        assert_eq!(all[0].label("outcome"), Some("replied"));
+        assert_eq!(
+            all[0].labels[0],
+            ("host".to_owned(), "proxy.localhost".to_owned())
+        );
+    }
+
+    #[test]
+    fn http_serves_openmetrics_when_asked() {
+        let server = ProsodyBuilder::new().http().start().unwrap();
+        let addr = server.http_addr().expect("HTTP is served");
+        assert_ne!(addr.port(), server.c2s_addr().port());
+        let body = server.scrape().unwrap();
+        assert!(body.contains("# TYPE"), "{body}");
+        assert!(
+            samples(&body)
+                .iter()
+                .any(|s| s.name.starts_with("prosody_")),
+            "{body}"
+        );
+        assert_eq!(server.http_get("/no-such-page").unwrap().0, 404);
+        let plain = ProsodyBuilder::new().start().unwrap();
+        assert!(plain.http_addr().is_none());
+        assert!(plain.scrape().is_err());
     }
 
     #[test]
