@@ -330,7 +330,7 @@ impl<P: Clone> Proxy<P> {
         } else if before != Some(state)
             && (before == Some(State::Draining) || state == State::Draining)
         {
-            format!("{} is {} ({})", r.jid, state.as_str(), r.why(now))
+            format!("{} is {} ({})", r.jid, state.as_str(), r.why())
         } else {
             return;
         };
@@ -643,10 +643,13 @@ impl<P: Clone> Proxy<P> {
         resources.sort_by(|a, b| a.name.cmp(&b.name));
         for r in resources {
             let state = r.state();
-            let why = match r.why(now) {
+            let mut why = match r.why() {
                 w if w.is_empty() => String::new(),
                 w => format!(" ({w})"),
             };
+            if let Some(left) = r.ejected_for(now) {
+                why = format!("{why} for {left} s");
+            }
             lines.push(format!(
                 "  {}  show {}  priority {}  {}{why}  in_flight {}  served {}  failed {}",
                 r.name,

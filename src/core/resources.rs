@@ -132,19 +132,21 @@ impl Resource {
     }
 
     /// Why it is in its [`State`], in words for the admin console.
-    pub fn why(&self, now: Time) -> String {
+    pub fn why(&self) -> String {
         match self.state() {
             State::Eligible => String::new(),
             State::NegativePriority => format!("priority {}", self.priority),
             State::Filtered => "not in client_proxy_resources".into(),
             State::Draining if self.drained_by_operator => "operator".into(),
             State::Draining => format!("show {}", self.show.as_deref().unwrap_or_default()),
-            State::Ejected => {
-                let (until, reason) = self.ejected.expect("ejected");
-                let left = until.saturating_since(now).as_secs_f64().ceil();
-                format!("{} for {left} s", reason.as_str())
-            }
+            State::Ejected => self.ejected.expect("ejected").1.as_str().into(),
         }
+    }
+
+    /// Whole seconds left of its ejection, rounded up.
+    pub fn ejected_for(&self, now: Time) -> Option<u64> {
+        self.ejected
+            .map(|(until, _)| until.saturating_since(now).as_secs_f64().ceil() as u64)
     }
 
     fn listing(&self) -> Listed {
@@ -646,7 +648,7 @@ mod tests {
         assert!(!rs.set_drained("nobody", true));
         assert!(rs.set_drained("a", true));
         assert_eq!(rs.get(a).unwrap().state(), State::Draining);
-        assert_eq!(rs.get(a).unwrap().why(T0), "operator");
+        assert_eq!(rs.get(a).unwrap().why(), "operator");
         assert_eq!(choices(&mut rs, 50)[b as usize], 50);
         // Plain presence does not end the operator's drain; a reconnect neither.
         rs.upsert("a", None, 0, T0);

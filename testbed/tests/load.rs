@@ -62,7 +62,7 @@ async fn a_timeout_given_as_a_period_works_on_13_and_is_refused_clearly_on_0_12(
     if install.major() < 13 {
         let log = server.prosody.log();
         assert!(
-            log.contains("client_proxy_timeout must be a number of seconds")
+            log.contains("option 'client_proxy_timeout' must be a number of seconds")
                 && log.contains("needs Prosody 13"),
             "{}: no clear refusal of a period in the log:\n{log}",
             install.name()

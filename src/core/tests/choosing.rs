@@ -256,6 +256,14 @@ fn d6_the_resource_whose_not_me_was_followed_by_a_result_is_ejected() {
     let stray = s.proxy.resources().find(|r| &*r.name == "stray").unwrap();
     assert_eq!(stray.state(), State::Ejected);
     assert_eq!(stray.failed, 1);
+    let now = s.now;
+    let status = s.proxy.status(now);
+    assert!(
+        status
+            .iter()
+            .any(|l| l.starts_with("  stray  ") && l.contains("ejected (not_me) for 30 s")),
+        "{status:#?}"
+    );
     // Everything now goes to focus.
     assert_eq!(s.spread(50).get(&tr("focus")), Some(&50));
 }
