@@ -1,316 +1,253 @@
-//! Model-based test of the core: random sequences of events run against the
-//! core and against a plain reference model, with the SPEC's invariants
-//! checked after every step.
+//! Model-based test of the core: random sequences of events, under random
+//! options, run against the core and against a plain reference model
+//! (`model/reference.rs`), with the SPEC's invariants checked after every
+//! step.
 //!
-//! The model cannot predict which resource the core picks (that is random),
-//! so it checks that the pick is allowed and then follows it.
+//! The model cannot predict which resource the core picks where the choice
+//! is random, so it checks that the pick is allowed (D1-D9) and then follows
+//! it; where the SPEC leaves no choice (a sticky key, D4), it checks the one.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+#[path = "model/events.rs"]
+mod events;
+#[path = "model/reference.rs"]
+mod reference;
+
+use std::collections::HashSet;
 use std::time::Duration;
 
 use client_proxy::core::{
-    Action, Condition, Config, ErrorType, Proxy, Stanza, StanzaError, Time, Verdict,
+    Action, Condition, Config, DropReason, EjectReason, ErrorType, Level, Proxy, Stanza,
+    StanzaError, Sticky, Time, Verdict,
 };
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+
+use events::{bare, event, readmission_or_decay, requester, resource_name, setup, Answer, Event};
+use reference::{jid, Flight, Key, Model, Setup, FILTER};
 
 const P: &str = "proxy.example";
 const T: &str = "svc@example";
 const TIMEOUT: f64 = 10.0;
 const MAX: u32 = 6;
 const PER_REQUESTER: u32 = 3;
-const ATTEMPTS: u32 = 2;
+const ROOMS: [&str; 3] = [
+    "room0@conference.example",
+    "room1@conference.example",
+    "room2@conference.example",
+];
+const PATH: &str = "{http://jitsi.org/protocol/focus}conference@room";
 
-#[derive(Clone, Debug)]
-enum Event {
-    Online {
-        resource: u8,
-        priority: i8,
-    },
-    Offline {
-        resource: u8,
-    },
-    AllOffline,
-    Request {
-        requester: u8,
-        id: u8,
-        get: bool,
-    },
-    /// A reply from `resource` to requester's enc(U) with `id`. Whether it
-    /// is genuine depends on the state; most are forged.
-    Reply {
-        resource: u8,
-        requester: u8,
-        id: u8,
-        error: bool,
-    },
-    /// The reply the target would send for a request in flight, picked by
-    /// index among those in flight.
-    Genuine {
-        pick: u8,
-    },
-    Advance {
-        millis: u32,
-    },
-    Reload,
-}
-
-fn event() -> impl Strategy<Value = Event> {
-    prop_oneof![
-        3 => (0..4u8, -1..3i8).prop_map(|(resource, priority)| Event::Online { resource, priority }),
-        1 => (0..4u8).prop_map(|resource| Event::Offline { resource }),
-        1 => Just(Event::AllOffline),
-        6 => (0..6u8, 0..3u8, any::<bool>()).prop_map(|(requester, id, get)| Event::Request { requester, id, get }),
-        2 => (0..4u8, 0..6u8, 0..3u8, any::<bool>()).prop_map(|(resource, requester, id, error)| Event::Reply { resource, requester, id, error }),
-        4 => any::<u8>().prop_map(|pick| Event::Genuine { pick }),
-        2 => (0..12_000u32).prop_map(|millis| Event::Advance { millis }),
-        1 => Just(Event::Reload),
-    ]
-}
-
-/// Requesters: two resources of one account (they share a limit), another
-/// account, a bare domain, and one too long to be a resource (a token).
-fn requester(n: u8) -> String {
-    match n {
-        0 => "alice@example/a".into(),
-        1 => "alice@example/b".into(),
-        2 => "bob@example/x".into(),
-        3 => "example.net".into(),
-        4 => format!("carol@example/{}", "z".repeat(1100)),
-        _ => "dave@example/caf\u{e9}".into(),
-    }
-}
-
-fn bare(u: &str) -> &str {
-    u.split_once('/').map_or(u, |(b, _)| b)
-}
-
-/// What made the core queue actions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Cause {
-    Expire,
-    Lost,
-    Close,
-}
-
-#[derive(Debug)]
-struct Flight {
-    resource: String,
-    get: bool,
-    deadline: Time,
-    sends: u32,
-}
-
-/// The reference model: what the SPEC says, written plainly.
-#[derive(Default)]
-struct Model {
-    online: BTreeMap<String, i8>,
-    flights: HashMap<(String, String), Flight>,
-    /// enc(U) as the core showed it to the target.
-    encoded: HashMap<String, String>,
-    answered: HashSet<(String, String, u64)>,
-    /// Requests accepted, per (U, id), numbered to tell reuses of an id apart.
-    generation: HashMap<(String, String), u64>,
-}
-
-impl Model {
-    fn eligible(&self, r: &str) -> bool {
-        self.online.get(r).is_some_and(|&p| p >= 0)
-    }
-
-    fn any_eligible(&self) -> bool {
-        self.online.values().any(|&p| p >= 0)
-    }
-
-    fn per_bare(&self, u: &str) -> u32 {
-        self.flights
-            .keys()
-            .filter(|(v, _)| bare(v) == bare(u))
-            .count() as u32
-    }
-
-    /// Records the one answer a request gets; a second one is a failure.
-    fn answer(&mut self, u: &str, id: &str) -> Result<Flight, TestCaseError> {
-        let key = (u.to_string(), id.to_string());
-        let flight = self.flights.remove(&key);
-        prop_assert!(
-            flight.is_some(),
-            "answer to {u}/{id}, which is not in flight"
-        );
-        let generation = self.generation[&key];
-        prop_assert!(
-            self.answered.insert((key.0, key.1, generation)),
-            "second answer to {u}/{id}"
-        );
-        Ok(flight.unwrap())
-    }
-}
-
-struct Run {
-    proxy: Proxy<(String, String)>,
-    model: Model,
-    now: Time,
-}
-
-fn config() -> Config {
+fn config(setup: &Setup) -> Config {
     let mut c = Config::new(P, T);
     c.timeout = TIMEOUT;
-    c.attempts = ATTEMPTS;
+    c.attempts = setup.attempts;
     c.max_in_flight = MAX;
     c.max_in_flight_per_requester = PER_REQUESTER;
+    c.balance = setup.balance;
+    c.sticky = match setup.sticky {
+        0 => Sticky::None,
+        1 => Sticky::Requester,
+        _ => Sticky::parse(PATH).unwrap(),
+    };
+    if setup.filter {
+        c.resources = FILTER.iter().map(|&n| n.into()).collect();
+    }
+    c.eject_after_timeouts = setup.eject_after;
     c
 }
 
+fn resource_of(to: &str) -> Result<String, TestCaseError> {
+    let r = to.strip_prefix(&format!("{T}/"));
+    prop_assert!(r.is_some(), "sent to {to}, not a resource of T");
+    Ok(r.unwrap().to_string())
+}
+
+type Payload = (String, String);
+
+struct Run {
+    proxy: Proxy<Payload>,
+    model: Model,
+    /// Log lines the core queued in this step.
+    logged: Vec<(Level, String)>,
+}
+
 impl Run {
-    fn new(seed: u64) -> Run {
+    fn new(setup: Setup, seed: u64) -> Run {
+        let now = Time::from_micros(1);
         Run {
-            proxy: Proxy::new(config(), seed).unwrap(),
-            model: Model::default(),
-            now: Time::from_micros(1),
+            proxy: Proxy::new(config(&setup), seed).unwrap(),
+            model: Model::new(setup, now),
+            logged: Vec::new(),
         }
     }
 
-    /// Applies the queued actions to the model, checking each against what
-    /// caused them.
-    fn drain(&mut self, cause: Cause) -> Result<(), TestCaseError> {
+    fn attempts(&self) -> u32 {
+        self.model.setup.attempts
+    }
+
+    /// Calls into the core at the model's `now`.
+    fn handle(&mut self, s: Stanza<'_>, payload: Option<Payload>) -> Verdict {
+        self.model.readmit();
+        self.proxy.handle(s, self.model.now, || payload)
+    }
+
+    /// The actions the last call queued; log lines are kept for
+    /// [`check_logs`](Self::check_logs).
+    fn actions(&mut self) -> Vec<Action<Payload>> {
+        let mut actions = Vec::new();
         while let Some(action) = self.proxy.poll_action() {
             match action {
-                Action::Error { to, id, error } => {
-                    let flight = self.model.answer(&to, &id)?;
-                    let expected = match cause {
-                        Cause::Expire => {
-                            prop_assert!(flight.deadline <= self.now, "timed out early");
-                            StanzaError(ErrorType::Wait, Condition::RemoteServerTimeout)
-                        }
-                        Cause::Close => {
-                            StanzaError(ErrorType::Cancel, Condition::ServiceUnavailable)
-                        }
-                        Cause::Lost if self.model.online.is_empty() => {
-                            StanzaError(ErrorType::Cancel, Condition::ServiceUnavailable)
-                        }
-                        Cause::Lost => {
-                            StanzaError(ErrorType::Wait, Condition::RecipientUnavailable)
-                        }
-                    };
-                    prop_assert_eq!(error, expected, "for {}/{}", to, id);
-                    if error.1 == Condition::RecipientUnavailable {
-                        // Only when it could not be sent again.
-                        prop_assert!(
-                            !flight.get || flight.sends >= ATTEMPTS || !self.model.any_eligible()
-                        );
-                    }
-                }
-                Action::Resend { payload, from, to } => {
-                    prop_assert_eq!(cause, Cause::Lost);
-                    let (u, id) = payload;
-                    let r = to.strip_prefix(&format!("{T}/")).unwrap().to_string();
-                    prop_assert!(self.model.eligible(&r), "resent to {r}, not eligible");
-                    prop_assert_eq!(from, format!("{P}/{}", self.model.encoded[&u]));
-                    let flight = self.model.flights.get_mut(&(u, id)).unwrap();
-                    prop_assert!(flight.get && flight.sends < ATTEMPTS);
-                    flight.sends += 1;
-                    flight.resource = r;
-                }
-                Action::Presence { .. } | Action::Log { .. } => {}
+                Action::Log { level, message } => self.logged.push((level, message)),
+                a => actions.push(a),
             }
         }
+        actions
+    }
+
+    /// The log lines of a step are those the model expects: ejections (D6,
+    /// D7) and readmissions (D8) with their lengths and reasons, filtered
+    /// resources (D1). No other line may speak of those; lines about
+    /// anything else (presence, settled requests, refusals) are the
+    /// operator's and not checked here.
+    fn check_logs(&mut self) -> Result<(), TestCaseError> {
+        let mut logs = std::mem::take(&mut self.logged);
+        let expected = std::mem::take(&mut self.model.logs);
+        for (level, words) in &expected {
+            let at = logs
+                .iter()
+                .position(|(l, m)| l == level && words.iter().all(|w| m.contains(w.as_str())));
+            prop_assert!(
+                at.is_some(),
+                "no {level:?} log line with {words:?}; logged: {logs:?}"
+            );
+            logs.remove(at.unwrap());
+        }
+        for (level, words) in std::mem::take(&mut self.model.optional_logs) {
+            if let Some(at) = logs
+                .iter()
+                .position(|(l, m)| *l == level && words.iter().all(|w| m.contains(w.as_str())))
+            {
+                logs.remove(at);
+            }
+        }
+        logs.retain(|(_, m)| {
+            m.starts_with("Ejected ")
+                || m.starts_with("Readmitted ")
+                || m.contains("client_proxy_resources")
+        });
+        prop_assert!(logs.is_empty(), "unexpected log lines: {logs:?}");
+        Ok(())
+    }
+
+    /// Requests in flight at `lost` resources are each sent again or
+    /// answered (C3), in the order the core took them.
+    fn settle_lost(
+        &mut self,
+        affected: HashSet<Key>,
+        actions: Vec<Action<Payload>>,
+    ) -> Result<(), TestCaseError> {
+        let mut done = HashSet::new();
+        for action in actions {
+            match action {
+                Action::Resend { payload, from, to } => {
+                    prop_assert!(affected.contains(&payload), "resent {payload:?}");
+                    prop_assert!(done.insert(payload.clone()), "settled {payload:?} twice");
+                    let r = resource_of(&to)?;
+                    let f = &self.model.flights[&payload];
+                    prop_assert!(f.get, "a set sent again after a lost resource (C3)");
+                    prop_assert!(f.sends < self.attempts(), "more sends than attempts");
+                    self.model.check_choice(&r, f.key, &f.tried)?;
+                    prop_assert_eq!(from, format!("{P}/{}", self.model.encoded[&payload.0]));
+                    self.model.resend(&payload, &r, false);
+                }
+                Action::Error { to, id, error } => {
+                    let key = (to, id);
+                    prop_assert!(affected.contains(&key), "answered {key:?}");
+                    prop_assert!(done.insert(key.clone()), "settled {key:?} twice");
+                    let f = &self.model.flights[&key];
+                    prop_assert!(
+                        !f.get
+                            || f.sends >= self.attempts()
+                            || self.model.candidates(&f.tried).is_empty(),
+                        "a get answered though it could be sent again: {f:?}"
+                    );
+                    let expected = if self.model.online.is_empty() {
+                        StanzaError(ErrorType::Cancel, Condition::ServiceUnavailable)
+                    } else {
+                        StanzaError(ErrorType::Wait, Condition::RecipientUnavailable)
+                    };
+                    prop_assert_eq!(error, expected, "for {:?}", key);
+                    self.model.saw(match (f.get, error.1) {
+                        (_, Condition::ServiceUnavailable) => "C3: nothing online",
+                        (false, _) => "C3: a set lost",
+                        (true, _) => "C3: a get lost, not sent again",
+                    });
+                    self.model.answer(&key.0, &key.1)?;
+                }
+                a => prop_assert!(false, "unexpected action {a:?}"),
+            }
+        }
+        prop_assert_eq!(done, affected, "every lost request is settled, once");
         Ok(())
     }
 
     fn step(&mut self, event: Event) -> Result<(), TestCaseError> {
         match event {
-            Event::Online { resource, priority } => {
-                let r = format!("r{resource}");
-                let from = format!("{T}/{r}");
-                let s = Stanza::presence(None, &from, P).with_show(None, priority.into());
-                prop_assert_eq!(self.proxy.handle(s, self.now, || None), Verdict::Done);
-                self.model.online.insert(r, priority);
+            Event::Online {
+                resource,
+                priority,
+                show,
+            } => {
+                let r = resource_name(resource);
+                let from = jid(&r);
+                let s = Stanza::presence(None, &from, P).with_show(show, priority.into());
+                prop_assert_eq!(self.handle(s, None), Verdict::Done);
+                self.model.online(&r, priority, show);
+                let actions = self.actions();
+                prop_assert!(actions.is_empty(), "{:?}", actions);
             }
             Event::Offline { resource } => {
-                let r = format!("r{resource}");
-                let from = format!("{T}/{r}");
+                let r = resource_name(resource);
+                let from = jid(&r);
                 let s = Stanza::presence(Some("unavailable"), &from, P);
-                prop_assert_eq!(self.proxy.handle(s, self.now, || None), Verdict::Done);
+                prop_assert_eq!(self.handle(s, None), Verdict::Done);
                 self.model.online.remove(&r);
-                // Requests sent to r are settled: each is sent again or
-                // answered, and none stays on r.
-                self.drain(Cause::Lost)?;
-                prop_assert!(self.model.flights.values().all(|f| f.resource != r));
+                let affected = self.held_by(|f| f.resource == r);
+                let actions = self.actions();
+                self.settle_lost(affected, actions)?;
             }
-            Event::AllOffline => {
-                let s = Stanza::presence(Some("error"), T, P);
-                prop_assert_eq!(self.proxy.handle(s, self.now, || None), Verdict::Done);
+            Event::AllOffline { how } => {
+                let s = match how {
+                    0 => Stanza::presence(Some("unavailable"), T, P),
+                    1 => Stanza::presence(Some("error"), T, P),
+                    _ => {
+                        let words = vec![T.to_string(), "subscription".to_string()];
+                        self.model.logs.push((Level::Warn, words));
+                        Stanza::presence(Some("unsubscribed"), T, P)
+                    }
+                };
+                prop_assert_eq!(self.handle(s, None), Verdict::Done);
                 self.model.online.clear();
-                self.drain(Cause::Lost)?;
-                prop_assert!(self.model.flights.is_empty());
+                let affected = self.held_by(|_| true);
+                let actions = self.actions();
+                self.settle_lost(affected, actions)?;
             }
             Event::Request {
                 requester: n,
                 id,
                 get,
-            } => {
-                let u = requester(n);
-                let id = format!("i{id}");
-                let ty = if get { "get" } else { "set" };
-                let key = (u.clone(), id.clone());
-                let verdict = self
-                    .proxy
-                    .handle(Stanza::iq(ty, &u, P, &id), self.now, || Some(key.clone()));
-                let m = &mut self.model;
-                let expected_error = if m.flights.contains_key(&key) {
-                    Some((ErrorType::Cancel, Condition::Conflict))
-                } else if m.flights.len() as u32 >= MAX || m.per_bare(&u) >= PER_REQUESTER {
-                    Some((ErrorType::Wait, Condition::ResourceConstraint))
-                } else if !m.any_eligible() {
-                    Some((ErrorType::Cancel, Condition::ServiceUnavailable))
-                } else {
-                    None
-                };
-                match (verdict, expected_error) {
-                    (Verdict::Reply(StanzaError(t, c)), Some((et, ec))) => {
-                        prop_assert_eq!((t, c), (et, ec));
-                    }
-                    (
-                        Verdict::Forward {
-                            from,
-                            to,
-                            rtt: None,
-                        },
-                        None,
-                    ) => {
-                        let r = to.strip_prefix(&format!("{T}/")).unwrap().to_string();
-                        prop_assert!(m.eligible(&r), "sent to {r}, not eligible");
-                        let enc = from.strip_prefix(&format!("{P}/")).unwrap().to_string();
-                        if u.len() <= 1023 {
-                            prop_assert_eq!(&enc, &u, "enc(U) is U verbatim");
-                        } else {
-                            prop_assert!(enc.starts_with('@') && enc.len() < 64);
-                        }
-                        m.encoded.insert(u.clone(), enc);
-                        *m.generation.entry(key.clone()).or_default() += 1;
-                        let deadline = self.now.saturating_add(Duration::from_secs_f64(TIMEOUT));
-                        m.flights.insert(
-                            key,
-                            Flight {
-                                resource: r,
-                                get,
-                                deadline,
-                                sends: 1,
-                            },
-                        );
-                    }
-                    (v, e) => prop_assert!(false, "request {u}/{id}: got {v:?}, expected {e:?}"),
-                }
-            }
+                room,
+            } => self.request(&requester(n), &format!("i{id}"), get, room)?,
             Event::Reply {
                 resource,
                 requester: n,
                 id,
-                error,
+                answer,
             } => {
-                let r = format!("r{resource}");
-                self.reply(&r, &requester(n), &format!("i{id}"), error)?;
+                let r = resource_name(resource);
+                self.reply(&r, &requester(n), &format!("i{id}"), answer)?;
             }
-            Event::Genuine { pick } => {
+            Event::Genuine { pick, answer } => {
                 let mut keys: Vec<_> = self.model.flights.keys().cloned().collect();
                 if keys.is_empty() {
                     return Ok(());
@@ -320,26 +257,119 @@ impl Run {
                 let r = self.model.flights[&(u.clone(), id.clone())]
                     .resource
                     .clone();
-                self.reply(&r, &u, &id, pick % 2 == 0)?;
+                self.reply(&r, &u, &id, answer)?;
             }
             Event::Advance { millis } => {
-                self.now = self
-                    .now
-                    .saturating_add(Duration::from_millis(millis.into()));
-                self.proxy.expire(self.now);
-                self.drain(Cause::Expire)?;
-                let now = self.now;
-                prop_assert!(self.model.flights.values().all(|f| f.deadline > now));
+                let later = Duration::from_millis(millis.into());
+                self.advance(later)?;
+            }
+            Event::Readmission { jitter, decay } => {
+                let now = self.model.now;
+                let ends = self.model.records.values().map(|rec| rec.until);
+                let target = if decay {
+                    ends.max()
+                        .map(|t| t.saturating_add(Duration::from_secs(600)))
+                } else {
+                    ends.filter(|&t| t > now).min()
+                };
+                let target = target.unwrap_or(now).as_micros() as i64 + i64::from(jitter) * 1000;
+                let later = (target - now.as_micros() as i64).max(0) as u64;
+                self.advance(Duration::from_micros(later))?;
             }
             Event::Reload => {
-                self.proxy.reconfigure(config()).unwrap();
+                self.proxy.reconfigure(config(&self.model.setup)).unwrap();
+                let actions = self.actions();
+                prop_assert!(actions.is_empty(), "{:?}", actions);
             }
         }
+        self.check_logs()?;
         self.check()
     }
 
-    fn reply(&mut self, r: &str, u: &str, id: &str, error: bool) -> Result<(), TestCaseError> {
-        let from = format!("{T}/{r}");
+    fn held_by(&self, which: impl Fn(&Flight) -> bool) -> HashSet<Key> {
+        self.model
+            .flights
+            .iter()
+            .filter(|(_, f)| which(f))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// B1-B4: a request from `u`, with a sticky key from `room`.
+    fn request(
+        &mut self,
+        u: &str,
+        id: &str,
+        get: bool,
+        room: Option<u8>,
+    ) -> Result<(), TestCaseError> {
+        let ty = if get { "get" } else { "set" };
+        let key = (u.to_string(), id.to_string());
+        let room = room.map(|n| ROOMS[n as usize]);
+        let mut s = Stanza::iq(ty, u, P, id);
+        s.key = room;
+        let verdict = self.handle(s, Some(key.clone()));
+        let actions = self.actions();
+        prop_assert!(actions.is_empty(), "{:?}", actions);
+        let m = &mut self.model;
+        let expected_error = if m.flights.contains_key(&key) {
+            Some((ErrorType::Cancel, Condition::Conflict))
+        } else if m.flights.len() as u32 >= MAX || m.per_bare(u) >= PER_REQUESTER {
+            Some((ErrorType::Wait, Condition::ResourceConstraint))
+        } else if m.none_would_serve() {
+            Some((ErrorType::Cancel, Condition::ServiceUnavailable))
+        } else {
+            None
+        };
+        match (verdict, expected_error) {
+            (Verdict::Reply(StanzaError(t, c)), Some((et, ec))) => {
+                prop_assert_eq!((t, c), (et, ec));
+                if c == Condition::ServiceUnavailable {
+                    m.saw("B2: refused");
+                }
+            }
+            (
+                Verdict::Forward {
+                    from,
+                    to,
+                    rtt: None,
+                },
+                None,
+            ) => {
+                let r = resource_of(&to)?;
+                let sticky = m.key_of(u, room);
+                m.check_choice(&r, sticky, &[])?;
+                let enc = from.strip_prefix(&format!("{P}/")).unwrap().to_string();
+                if u.len() <= 1023 {
+                    prop_assert_eq!(&enc, u, "enc(U) is U verbatim");
+                } else {
+                    prop_assert!(enc.starts_with('@') && enc.len() < 64);
+                }
+                m.encoded.insert(u.to_string(), enc);
+                *m.generation.entry(key.clone()).or_default() += 1;
+                let deadline = m.now.saturating_add(Duration::from_secs_f64(TIMEOUT));
+                m.flights.insert(
+                    key,
+                    Flight {
+                        resource: r.clone(),
+                        get,
+                        key: sticky,
+                        deadline,
+                        sends: 1,
+                        tried: vec![r],
+                        not_me: Vec::new(),
+                    },
+                );
+            }
+            (v, e) => prop_assert!(false, "request {u}/{id}: got {v:?}, expected {e:?}"),
+        }
+        Ok(())
+    }
+
+    /// A reply from `r`: genuine if it is the resource the request is at now
+    /// (A8, C1, C3, D5, D6), dropped otherwise (A9).
+    fn reply(&mut self, r: &str, u: &str, id: &str, answer: Answer) -> Result<(), TestCaseError> {
+        let from = jid(r);
         let enc = self
             .model
             .encoded
@@ -347,48 +377,150 @@ impl Run {
             .cloned()
             .unwrap_or_else(|| u.to_string());
         let to = format!("{P}/{enc}");
-        let ty = if error { "error" } else { "result" };
-        let verdict = self
-            .proxy
-            .handle(Stanza::iq(ty, &from, &to, id), self.now, || None);
+        let s = match answer {
+            Answer::Result => Stanza::iq("result", &from, &to, id),
+            Answer::Error(None) => Stanza::iq("error", &from, &to, id),
+            Answer::Error(Some(c)) | Answer::NotMe(c) => {
+                Stanza::iq("error", &from, &to, id).with_condition(c)
+            }
+            Answer::Bounce => {
+                Stanza::iq("error", &from, &to, id).with_condition("recipient-unavailable")
+            }
+        };
+        let verdict = self.handle(s, None);
         let key = (u.to_string(), id.to_string());
         let genuine = self
             .model
             .flights
             .get(&key)
-            .is_some_and(|f| f.resource == r && self.model.online.contains_key(r));
-        match verdict {
-            Verdict::Forward {
-                from,
-                to,
-                rtt: Some(_),
-            } => {
-                prop_assert!(
-                    genuine,
-                    "forwarded a reply that matches nothing: {r} {u} {id}"
-                );
-                prop_assert_eq!((&*from, &*to), (P, u));
-                self.model.answer(u, id)?;
-            }
-            Verdict::Pass(_) => prop_assert!(!genuine, "dropped the genuine reply {r} {u} {id}"),
-            v => prop_assert!(false, "reply: {v:?}"),
+            .is_some_and(|f| f.resource == r);
+        let forwarded = |v: &Verdict| matches!(v, Verdict::Forward { from, to, rtt: Some(_) } if (&**from, &**to) == (P, u));
+        if !genuine {
+            prop_assert_eq!(
+                verdict,
+                Verdict::Pass(DropReason::Unmatched),
+                "a reply that matches nothing: {} {} {}",
+                r,
+                u,
+                id
+            );
+            let actions = self.actions();
+            prop_assert!(actions.is_empty(), "{:?}", actions);
+            return Ok(());
         }
+        match answer {
+            Answer::Result | Answer::Error(_) => {
+                prop_assert!(forwarded(&verdict), "{answer:?}: {verdict:?}");
+                self.model.answered(r, true);
+                let flight = self.model.answer(u, id)?;
+                if let Answer::Result = answer {
+                    // D6: each one that said "not me" to what r served.
+                    for n in &flight.not_me {
+                        self.model.eject(n, EjectReason::NotMe);
+                    }
+                }
+                let actions = self.actions();
+                prop_assert!(actions.is_empty(), "{:?}", actions);
+            }
+            Answer::NotMe(_) => {
+                self.model.answered(r, false);
+                let actions = self.actions();
+                let f = &self.model.flights[&key];
+                let again =
+                    f.sends < self.attempts() && !self.model.candidates(&f.tried).is_empty();
+                if again {
+                    prop_assert_eq!(&verdict, &Verdict::Done);
+                    let [Action::Resend { payload, from, to }] = &actions[..] else {
+                        return Err(TestCaseError::fail(format!(
+                            "not me, with a candidate left: {actions:?}"
+                        )));
+                    };
+                    prop_assert_eq!(payload, &key);
+                    prop_assert_eq!(from, &format!("{P}/{enc}"));
+                    let to = resource_of(to)?;
+                    self.model.check_choice(&to, f.key, &f.tried)?;
+                    if !f.get {
+                        self.model.saw("D5: a set sent again");
+                    }
+                    self.model.resend(&key, &to, true);
+                } else {
+                    // A8: the last "not me" is the answer.
+                    prop_assert!(forwarded(&verdict), "not me, no retry: {verdict:?}");
+                    prop_assert!(actions.is_empty(), "{:?}", actions);
+                    self.model.saw("A8: the last not-me forwarded");
+                    self.model.answer(u, id)?;
+                }
+            }
+            Answer::Bounce => {
+                prop_assert_eq!(verdict, Verdict::Done);
+                self.model.lost(r);
+                let actions = self.actions();
+                self.settle_lost(HashSet::from([key]), actions)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// C2, D7: the clock moves on by `later`.
+    fn advance(&mut self, later: Duration) -> Result<(), TestCaseError> {
+        self.model.now = self.model.now.saturating_add(later);
+        self.model.readmit();
+        let now = self.model.now;
+        self.proxy.expire(now);
+        let due = self.held_by(|f| f.deadline <= now);
+        let mut done = HashSet::new();
+        for action in self.actions() {
+            let Action::Error { to, id, error } = action else {
+                return Err(TestCaseError::fail(format!("on expiry: {action:?}")));
+            };
+            let key = (to, id);
+            prop_assert!(due.contains(&key), "{:?} timed out early", key);
+            prop_assert!(done.insert(key.clone()));
+            prop_assert_eq!(
+                error,
+                StanzaError(ErrorType::Wait, Condition::RemoteServerTimeout)
+            );
+            let f = self.model.answer(&key.0, &key.1)?;
+            self.model.timed_out(&f.resource)?;
+        }
+        prop_assert_eq!(done, due, "every request past its deadline is answered");
         Ok(())
     }
 
     /// Invariants that hold after every step.
     fn check(&self) -> Result<(), TestCaseError> {
-        prop_assert_eq!(self.proxy.in_flight(), self.model.flights.len());
+        let m = &self.model;
+        prop_assert_eq!(self.proxy.in_flight(), m.flights.len());
         prop_assert!(self.proxy.in_flight() as u32 <= MAX);
         for u in (0..6).map(requester) {
-            prop_assert!(self.model.per_bare(&u) <= PER_REQUESTER);
+            prop_assert!(m.per_bare(&u) <= PER_REQUESTER);
         }
-        prop_assert_eq!(self.proxy.online(), self.model.online.len());
-        for f in self.model.flights.values() {
+        prop_assert_eq!(self.proxy.online(), m.online.len());
+        for r in self.proxy.resources() {
+            let name = &*r.name;
+            let res = m.online.get(name);
+            prop_assert!(res.is_some(), "{name} online in the core only");
+            let res = res.unwrap();
+            prop_assert_eq!(
+                (r.priority, r.show.as_deref()),
+                (res.priority.into(), res.show),
+                "presence of {}",
+                name
+            );
+            prop_assert_eq!(r.state(), m.state(name), "state of {}", name);
+            let ejected = res.shown_until.map(|until| (until, m.records[name].reason));
+            prop_assert_eq!(r.ejected, ejected, "ejection of {}", name);
+            prop_assert_eq!(r.in_flight as usize, m.load(name), "load of {}", name);
+            prop_assert_eq!((r.served, r.failed), (res.served, res.failed), "{}", name);
+        }
+        for f in m.flights.values() {
             prop_assert!(
-                self.model.online.contains_key(&f.resource),
+                m.online.contains_key(&f.resource),
                 "in flight on an offline resource"
             );
+            prop_assert!(f.sends as usize == f.tried.len() && f.sends <= m.setup.attempts);
+            let distinct: HashSet<_> = f.tried.iter().collect();
+            prop_assert_eq!(distinct.len(), f.tried.len(), "sent twice to one: {:?}", f);
         }
         Ok(())
     }
@@ -398,12 +530,21 @@ impl Run {
     fn settle(mut self, close: bool) -> Result<(), TestCaseError> {
         if close {
             self.proxy.close();
-            self.drain(Cause::Close)?;
+            let actions = self.actions();
+            for action in actions {
+                let Action::Error { to, id, error } = action else {
+                    return Err(TestCaseError::fail(format!("on close: {action:?}")));
+                };
+                prop_assert_eq!(
+                    error,
+                    StanzaError(ErrorType::Cancel, Condition::ServiceUnavailable)
+                );
+                self.model.answer(&to, &id)?;
+            }
         } else {
-            self.now = self.now.saturating_add(Duration::from_secs_f64(TIMEOUT));
-            self.proxy.expire(self.now);
-            self.drain(Cause::Expire)?;
+            self.advance(Duration::from_secs_f64(TIMEOUT))?;
         }
+        self.check_logs()?;
         prop_assert!(self.model.flights.is_empty());
         prop_assert!(self.proxy.is_settled(), "the core still holds requests");
         let accepted: u64 = self.model.generation.values().sum();
@@ -412,19 +553,117 @@ impl Run {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 10_000, ..ProptestConfig::default() })]
-
-    #[test]
-    fn every_accepted_request_gets_exactly_one_answer(
-        seed in any::<u64>(),
-        events in proptest::collection::vec(event(), 1..80),
-        close in any::<bool>(),
-    ) {
-        let mut run = Run::new(seed);
+/// Runs `cases` random cases, and counts the rules they reached: a model
+/// that never reaches a rule checks nothing about it.
+fn run_cases(
+    cases: u32,
+    strategy: impl Strategy<Value = (Setup, u64, Vec<Event>, bool)>,
+    must_reach: &[&str],
+) {
+    let seen = std::cell::RefCell::new(std::collections::BTreeMap::new());
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        source_file: Some(file!()),
+        ..ProptestConfig::default()
+    });
+    let result = runner.run(&strategy, |(setup, seed, events, close)| {
+        let mut run = Run::new(setup, seed);
         for e in events {
             run.step(e)?;
         }
-        run.settle(close)?;
+        for (what, n) in run.model.seen.take() {
+            *seen.borrow_mut().entry(what).or_insert(0u64) += n;
+        }
+        run.settle(close)
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
+    let seen = seen.into_inner();
+    println!("{seen:#?}");
+    for rule in must_reach {
+        let n = seen.get(rule).copied().unwrap_or(0);
+        assert!(n >= 10, "only {n} times reached {rule:?}: {seen:#?}");
+    }
+}
+
+#[test]
+fn every_accepted_request_gets_exactly_one_answer_from_an_allowed_resource() {
+    let cases = (
+        setup(),
+        any::<u64>(),
+        proptest::collection::vec(event(), 1..120),
+        any::<bool>(),
+    );
+    run_cases(
+        10_000,
+        cases,
+        &[
+            "A8: the last not-me forwarded",
+            "B2: refused",
+            "C3: a get lost, not sent again",
+            "C3: a set lost",
+            "C3: nothing online",
+            "D3: least_in_flight, unequal loads",
+            "D4/D5: keyed, sent again",
+            "D4: keyed",
+            "D5/C3: sent again",
+            "D5: a set sent again",
+            "D6/D7: ejected already",
+            "D6: ejected",
+            "D6: ejected while offline",
+            "D7: ejected",
+            "D8: back online, still ejected",
+            "D8: count forgotten",
+            "D8: ejected again, longer",
+            "D8: readmitted",
+            "D9: chosen while ejected",
+        ],
+    );
+}
+
+/// A resource that keeps timing out as soon as it is readmitted: its
+/// ejections grow by 30 s to the 600 s cap (D8), with the rest of the events
+/// mixed in now and then.
+#[test]
+fn ejections_grow_to_the_cap_and_are_forgotten() {
+    let cycle = prop_oneof![
+        12 => (0..6u8, any::<bool>(), proptest::option::of(0..3u8), readmission_or_decay(0.02)).prop_map(
+            |(requester, get, room, readmission)| {
+                vec![
+                    Event::Request { requester, id: 0, get, room },
+                    Event::Advance { millis: 10_000 },
+                    readmission,
+                ]
+            }
+        ),
+        1 => event().prop_map(|e| vec![e]),
+    ];
+    let setup = (setup(), 1..=2u32).prop_map(|(setup, eject_after)| Setup {
+        eject_after,
+        ..setup
+    });
+    let events =
+        (0..3u8, proptest::collection::vec(cycle, 20..80)).prop_map(|(resource, cycles)| {
+            let online = Event::Online {
+                resource,
+                priority: 0,
+                show: None,
+            };
+            std::iter::once(online)
+                .chain(cycles.into_iter().flatten())
+                .collect()
+        });
+    run_cases(
+        1_000,
+        (setup, any::<u64>(), events, any::<bool>()),
+        &[
+            "D8: capped at 600 s",
+            "D8: count forgotten",
+            "D8: readmitted",
+        ],
+    );
 }
