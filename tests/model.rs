@@ -122,14 +122,6 @@ impl Run {
             );
             logs.remove(at.unwrap());
         }
-        for (level, words) in std::mem::take(&mut self.model.optional_logs) {
-            if let Some(at) = logs
-                .iter()
-                .position(|(l, m)| *l == level && words.iter().all(|w| m.contains(w.as_str())))
-            {
-                logs.remove(at);
-            }
-        }
         logs.retain(|(_, m)| {
             m.starts_with("Ejected ")
                 || m.starts_with("Readmitted ")

@@ -314,7 +314,7 @@ impl<P: Clone> Proxy<P> {
         let (id, new) = self.resources.upsert(name, show, priority, now);
         let r = self.resources.get(id).expect("just recorded");
         let state = r.state();
-        let message = if new && state == State::Filtered {
+        let message = if new && r.is_filtered() {
             format!(
                 "{} is online but gets no requests: its name is not in client_proxy_resources",
                 r.jid

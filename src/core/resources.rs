@@ -143,6 +143,12 @@ impl Resource {
         }
     }
 
+    /// Whether its name is kept out by `client_proxy_resources`, whatever
+    /// else its state says.
+    pub fn is_filtered(&self) -> bool {
+        self.filtered
+    }
+
     /// Whole seconds left of its ejection, rounded up.
     pub fn ejected_for(&self, now: Time) -> Option<u64> {
         self.ejected

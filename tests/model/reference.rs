@@ -84,8 +84,6 @@ pub struct Model {
     /// Log lines the current step must produce: a level and words the line
     /// holds.
     pub logs: Vec<(Level, Vec<String>)>,
-    /// Lines it may produce, at most once each.
-    pub optional_logs: Vec<(Level, Vec<String>)>,
     /// How often each rule came into play, to show that the cases reach it.
     pub seen: RefCell<BTreeMap<&'static str, u64>>,
 }
@@ -106,7 +104,6 @@ impl Model {
             answered: HashSet::new(),
             generation: HashMap::new(),
             logs: Vec::new(),
-            optional_logs: Vec::new(),
             seen: RefCell::default(),
         }
     }
@@ -294,16 +291,7 @@ impl Model {
                         "client_proxy_resources".into(),
                     ],
                 );
-                // KNOWN CORE BUG (D1): the core logs a filtered resource only
-                // if its first presence has priority >= 0 (`State::Filtered`
-                // comes after `NegativePriority`), so one that comes online
-                // with priority -1 is never logged. Until that is fixed the
-                // line is optional there; make it `self.logs` then.
-                if priority < 0 {
-                    self.optional_logs.push(line);
-                } else {
-                    self.logs.push(line);
-                }
+                self.logs.push(line);
             }
         }
         let res = self.online.get_mut(r).unwrap();

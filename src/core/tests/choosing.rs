@@ -45,7 +45,14 @@ fn d1_only_resources_named_in_the_option_serve_and_the_others_are_logged_once() 
         "{logs:?}"
     );
     s.online("jvb");
-    assert!(s.actions().is_empty(), "logged once");
+    assert!(s.logs(Level::Info).is_empty(), "logged once");
+    // Also when it comes online with a negative priority.
+    s.handle(Stanza::presence(None, &tr("jvb-admin"), P).with_show(None, -1));
+    let logs = s.logs(Level::Info);
+    assert!(
+        logs.len() == 1 && logs[0].contains("client_proxy_resources"),
+        "{logs:?}"
+    );
     assert_eq!(
         s.handle(Stanza::iq("get", U, P, "1")),
         err(ErrorType::Cancel, Condition::ServiceUnavailable)
