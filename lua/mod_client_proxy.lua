@@ -53,6 +53,8 @@ local function read_options()
 		max_in_flight = module:get_option_number("client_proxy_max_in_flight", 100000);
 		max_in_flight_per_requester = module:get_option_number("client_proxy_max_in_flight_per_requester", 1000);
 		manage_roster = module:get_option_boolean("client_proxy_manage_roster", true);
+		messages = module:get_option_boolean("client_proxy_messages", false);
+		outbound_iq = module:get_option_boolean("client_proxy_outbound_iq", false);
 	};
 end
 
@@ -210,15 +212,17 @@ local function direct_session(to)
 	return nil;
 end
 
-local function send_iq(stanza)
-	local session = direct_session(stanza.attr.to);
+-- Sends a stanza the module made or rewrote: an IQ straight to a local
+-- session where it may, anything else through the router.
+local function send(stanza)
+	local session = stanza.name == "iq" and direct_session(stanza.attr.to);
 	if not (session and session.send(stanza)) then
 		module:send(stanza);
 	end
 end
 
-local function error_iq(to, id, error_type, condition)
-	return st.iq({ type = "error", from = module.host, to = to, id = id })
+local function error_iq(to, id, error_type, condition, from)
+	return st.iq({ type = "error", from = from or module.host, to = to, id = id })
 		:tag("error", { type = error_type })
 			:tag(condition, { xmlns = "urn:ietf:params:xml:ns:xmpp-stanzas" }):up()
 		:up();
@@ -228,17 +232,17 @@ end
 -- requests sent again, log lines.
 function drain()
 	while true do
-		local kind, a, b, c, d = proxy:poll();
+		local kind, a, b, c, d, e = proxy:poll();
 		if kind == nil then
 			return;
 		elseif kind == "presence" then
 			module:send(st.presence({ from = module.host, to = a, type = b }));
 		elseif kind == "error" then
-			send_iq(error_iq(a, b, c, d));
+			send(error_iq(a, b, c, d, e));
 		elseif kind == "resend" then
 			local stanza = st.clone(a);
 			stanza.attr.from, stanza.attr.to = b, c;
-			send_iq(stanza);
+			send(stanza);
 		elseif kind == "log" then
 			module:log(a, "%s", b);
 		end
@@ -341,7 +345,7 @@ local function route_stanza(stanza)
 		end
 	end
 	local now = monotonic();
-	local ok, verdict, a, b, c, queued = pcall(route, name, attr.type, attr.from, attr.to,
+	local ok, verdict, a, b, c, queued, id = pcall(route, name, attr.type, attr.from, attr.to,
 		attr.id, show, priority, now, stanza, condition, key);
 	if not ok then
 		module:log("error", "Failed to route %s: %s", describe(stanza), tostring(verdict));
@@ -351,7 +355,7 @@ local function route_stanza(stanza)
 		end
 		return "failed";
 	end
-	return verdict, a, b, c, now, queued;
+	return verdict, a, b, c, now, queued, id;
 end
 
 -- Kept apart from route_stanza, with few locals, so that session.send runs
@@ -360,13 +364,17 @@ end
 -- about 16,000 instructions per round trip (BENCHMARKS.md).
 local function handle_stanza(event)
 	local stanza = event.stanza;
-	local verdict, a, b, c, now, queued = route_stanza(stanza);
+	local verdict, a, b, c, now, queued, id = route_stanza(stanza);
 	if queued then
 		drain();
 	end
 	if verdict == "forward" then
 		stanza.attr.from, stanza.attr.to = a, b;
-		local session = direct_session(b);
+		if id then
+			stanza.attr.id = id;
+		end
+		-- Messages take the router's way, past carbons, archives and offline storage.
+		local session = stanza.name == "iq" and direct_session(b);
 		if not (session and session.send(stanza)) then
 			module:send(stanza);
 		end
@@ -376,7 +384,7 @@ local function handle_stanza(event)
 			arm_timer(now);
 		end
 	elseif verdict == "error" then
-		send_iq(st.error_reply(stanza, a, b));
+		send(st.error_reply(stanza, a, b));
 	elseif verdict == "done" then
 		drain();
 	elseif verdict ~= "failed" then -- "drop", or "pass": not ours, Prosody may have it

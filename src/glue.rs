@@ -156,6 +156,12 @@ fn config(options: &Table) -> Result<Config> {
     )? {
         config.max_in_flight_per_requester = v;
     }
+    if let Some(v) = options.get::<Option<bool>>("messages")? {
+        config.messages = v;
+    }
+    if let Some(v) = options.get::<Option<bool>>("outbound_iq")? {
+        config.outbound_iq = v;
+    }
     if let Some(v) = options.get::<Option<String>>("balance")? {
         config.balance = Balance::parse(&v)?;
     }
@@ -197,6 +203,7 @@ impl UserData for Handle {
         methods.add_method("router", |lua, this, ()| router(lua, &this.0));
         // -> "presence", to, type | "error", to, id, type, condition
         //  | "resend", stanza, from, to | "log", level, message | nil
+        // (an "error" to a resource about its own request has its from sixth)
         methods.add_method("poll", |lua, this, ()| poll(lua, &mut this.0.proxy()));
         methods.add_method("start", |_, this, ()| {
             this.0.proxy().start();
@@ -266,7 +273,8 @@ unsafe extern "C-unwind" fn drop_shared(state: *mut ffi::lua_State) -> c_int {
 ///    | "drop", reason | "pass", reason | "done"
 ///
 /// and, padded to the fifth value, `true` when the event also queued
-/// actions for `poll` ("done" always may have).
+/// actions for `poll` ("done" always may have); a forward that gives the
+/// stanza a new id (O1, O2) has it sixth.
 ///
 /// Raises a Lua error for arguments of the wrong type, and for a panic, once
 /// no Rust value that needs dropping is left on this frame.
@@ -338,8 +346,10 @@ unsafe fn route_stanza(state: *mut ffi::lua_State) -> std::result::Result<c_int,
     let queued = proxy.has_actions();
     drop(proxy);
     // A C function has room for 20 values on its stack.
+    let mut new_id = None;
     let pushed = match verdict {
-        Verdict::Forward { from, to, rtt } => {
+        Verdict::Forward { from, to, rtt, id } => {
+            new_id = id;
             push(state, "forward");
             push(state, &from);
             push(state, &to);
@@ -370,14 +380,20 @@ unsafe fn route_stanza(state: *mut ffi::lua_State) -> std::result::Result<c_int,
             return Ok(1);
         }
     };
-    if !queued {
+    if !queued && new_id.is_none() {
         return Ok(pushed);
     }
     for _ in pushed..4 {
         ffi::lua_pushnil(state);
     }
-    ffi::lua_pushboolean(state, 1);
-    Ok(5)
+    ffi::lua_pushboolean(state, c_int::from(queued));
+    match new_id {
+        Some(id) => {
+            push(state, &id);
+            Ok(6)
+        }
+        None => Ok(5),
+    }
 }
 
 unsafe fn push(state: *mut ffi::lua_State, s: &str) {
@@ -441,9 +457,12 @@ fn poll(lua: &Lua, proxy: &mut Proxy<Payload>) -> Result<MultiValue> {
     match proxy.poll_action() {
         None => Ok(MultiValue::new()),
         Some(Action::Presence { ty, to }) => ("presence", to, ty.as_attr()).into_lua_multi(lua),
-        Some(Action::Error { to, id, error }) => {
-            ("error", to, id, error.0.as_str(), error.1.as_str()).into_lua_multi(lua)
-        }
+        Some(Action::Error {
+            from,
+            to,
+            id,
+            error,
+        }) => ("error", to, id, error.0.as_str(), error.1.as_str(), from).into_lua_multi(lua),
         Some(Action::Resend { payload, from, to }) => {
             // SAFETY: pushes the registry entry the payload owns.
             let stanza: Value = unsafe {

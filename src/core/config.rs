@@ -29,6 +29,10 @@ pub struct Config {
     pub drain_show: Vec<String>,
     /// `client_proxy_eject_after_timeouts` (D7); 0 never ejects for timeouts.
     pub eject_after_timeouts: u32,
+    /// `client_proxy_messages` (M1-M5).
+    pub messages: bool,
+    /// `client_proxy_outbound_iq` (O1-O5).
+    pub outbound_iq: bool,
     /// `client_proxy_max_in_flight`.
     pub max_in_flight: u32,
     /// `client_proxy_max_in_flight_per_requester`.
@@ -144,6 +148,8 @@ impl Config {
             resources: Vec::new(),
             drain_show: vec!["dnd".into()],
             eject_after_timeouts: 3,
+            messages: false,
+            outbound_iq: false,
             max_in_flight: 100_000,
             max_in_flight_per_requester: 1_000,
         }

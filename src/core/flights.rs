@@ -58,6 +58,9 @@ pub(crate) struct Flight<P> {
     pub deadline: Time,
     /// What to send again, kept while another send is allowed.
     pub payload: Option<P>,
+    /// For a request of the service's (O1): the id it gave it; `resource`
+    /// is then the resource that asked, and `requester` whom it asked.
+    pub origin: Option<Rc<str>>,
     links: [Links; 2],
 }
 
@@ -71,6 +74,7 @@ pub(crate) struct NewFlight<'a, P> {
     pub sent_at: Time,
     pub deadline: Time,
     pub payload: Option<P>,
+    pub origin: Option<Rc<str>>,
 }
 
 #[derive(Debug)]
@@ -195,6 +199,7 @@ impl<P> Flights<P> {
             sent_at: new.sent_at,
             deadline,
             payload: new.payload,
+            origin: new.origin,
             links: [UNLINKED; 2],
         };
         let f = if self.free == NIL {
@@ -358,6 +363,7 @@ mod tests {
             sent_at,
             deadline,
             payload: None,
+            origin: None,
         })
     }
 

@@ -36,12 +36,13 @@ mod balance;
 mod config;
 mod flights;
 mod jat;
+mod messages;
 mod resources;
 mod stanza;
 mod stats;
 mod time;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -63,6 +64,7 @@ pub use time::Time;
 
 use flights::{Flight, FlightId, Flights, NewFlight};
 use jat::Requesters;
+use messages::Peers;
 use resources::{ResourceId, Resources};
 
 use crate::Error;
@@ -83,6 +85,11 @@ pub struct Proxy<P = ()> {
     actions: VecDeque<Action<P>>,
     rng: SmallRng,
     stats: Stats,
+    /// The service's own requests in flight (O1), by the resource that asked
+    /// and the id it gave.
+    origins: HashMap<(ResourceId, Rc<str>), FlightId>,
+    /// Whom the service exchanges messages with (M1-M3).
+    peers: Peers,
     /// When "no resource can take requests" was last logged, for none online
     /// and for none eligible.
     warned: [Option<Time>; 2],
@@ -101,11 +108,13 @@ impl<P: Clone> Proxy<P> {
             resources: Resources::new(&config),
             flights: Flights::default(),
             requesters: Requesters::new(&config.host),
+            peers: Peers::new(&config.host),
             host: config.host.as_str().into(),
             config,
             actions: VecDeque::new(),
             rng: SmallRng::seed_from_u64(seed),
             stats: Stats::default(),
+            origins: HashMap::new(),
             warned: [None; 2],
         })
     }
@@ -179,10 +188,14 @@ impl<P: Clone> Proxy<P> {
             Kind::Presence if from_target => self.target_presence(s, from_resource, now),
             Kind::Iq if from_target => self.target_iq(s, from_resource, to_resource, now),
             Kind::Iq => self.request(s, now, payload),
+            Kind::Message if from_target => self.target_message(s, to_resource, now),
+            Kind::Message if s.ty == Some("error") && self.config.messages => {
+                self.message_error(s, now)
+            }
             Kind::Message | Kind::Presence if s.ty == Some("error") => {
                 Verdict::Drop(DropReason::Unanswerable)
             }
-            Kind::Message => reply(ErrorType::Cancel, Condition::FeatureNotImplemented),
+            Kind::Message => self.message(s, now),
             Kind::Presence => reply(ErrorType::Cancel, Condition::BadRequest),
         }
     }
@@ -197,7 +210,7 @@ impl<P: Clone> Proxy<P> {
         let method = match s.ty {
             Some("get") => Method::Get,
             Some("set") => Method::Set,
-            Some("result" | "error") => return Verdict::Pass(DropReason::Unanswerable),
+            Some("result" | "error") => return self.outbound_answer(s, now),
             _ => return Verdict::Drop(DropReason::Malformed),
         };
         let Some(id) = s.id else {
@@ -241,6 +254,7 @@ impl<P: Clone> Proxy<P> {
             sent_at: now,
             deadline: now.saturating_add(self.timeout),
             payload,
+            origin: None,
         });
         self.resources.add_load(resource);
         self.stats.requests += 1;
@@ -248,6 +262,7 @@ impl<P: Clone> Proxy<P> {
             from: self.requesters.proxied(rq).clone(),
             to: self.resources.jid(resource).clone(),
             rtt: None,
+            id: None,
         }
     }
 
@@ -345,13 +360,19 @@ impl<P: Clone> Proxy<P> {
         to_resource: Option<&str>,
         now: Time,
     ) -> Verdict {
-        let is_result = match s.ty {
-            Some("result") => true,
-            Some("error") => false,
-            Some("get" | "set") if to_resource.is_none() => {
-                return reply(ErrorType::Cancel, Condition::BadRequest)
+        let is_result = match (s.ty, to_resource) {
+            (Some("result"), _) => true,
+            (Some("error"), _) => false,
+            (Some("get" | "set"), None) => return reply(ErrorType::Cancel, Condition::BadRequest),
+            (Some(ty @ ("get" | "set")), Some(encoded)) if self.config.outbound_iq => {
+                let method = if ty == "get" {
+                    Method::Get
+                } else {
+                    Method::Set
+                };
+                return self.outbound(s, method, from_resource, encoded, now);
             }
-            Some("get" | "set") => {
+            (Some("get" | "set"), _) => {
                 return reply(ErrorType::Cancel, Condition::FeatureNotImplemented)
             }
             _ => return Verdict::Drop(DropReason::Malformed),
@@ -366,7 +387,10 @@ impl<P: Clone> Proxy<P> {
             .requesters
             .decode(encoded)
             .and_then(|rq| self.flights.find(rq, id))
-            .filter(|&f| self.flights.get(f).resource == sent_to);
+            .filter(|&f| {
+                let flight = self.flights.get(f);
+                flight.resource == sent_to && flight.origin.is_none()
+            });
         let Some(f) = flight else {
             return Verdict::Pass(DropReason::Unmatched);
         };
@@ -416,6 +440,7 @@ impl<P: Clone> Proxy<P> {
             from: self.host.clone(),
             to,
             rtt: Some(now.saturating_since(flight.sent_at)),
+            id: None,
         }
     }
 
@@ -504,7 +529,10 @@ impl<P: Clone> Proxy<P> {
     fn settle_lost(&mut self, lost: ResourceId, jid: Rc<str>) {
         let (mut resent, mut answered) = (0, 0);
         while let Some(f) = self.flights.first_of(lost) {
-            if self.retry(f, jid.clone(), false) {
+            if self.flights.get(f).origin.is_some() {
+                // O5: nobody is left to take the answer to its own request.
+                self.forget(f);
+            } else if self.retry(f, jid.clone(), false) {
                 resent += 1;
             } else {
                 let error = self.lost_error();
@@ -536,21 +564,41 @@ impl<P: Clone> Proxy<P> {
     /// requester's JID.
     fn forget(&mut self, f: FlightId) -> (Flight<P>, Rc<str>) {
         let flight = self.flights.remove(f);
-        self.resources.drop_load(flight.resource);
+        match &flight.origin {
+            None => self.resources.drop_load(flight.resource),
+            Some(origin) => {
+                self.origins.remove(&(flight.resource, origin.clone()));
+            }
+        }
         let to = self.requesters.jid(flight.requester).clone();
         self.requesters.release(flight.requester);
         (flight, to)
     }
 
-    /// Answers a request with an error and forgets it.
+    /// Answers a request with an error and forgets it: a requester's, from
+    /// P; the service's own (O3, C4), to the resource that asked, from
+    /// P/enc(U) and with its id.
     fn fail(&mut self, f: FlightId, error: StanzaError, outcome: Outcome) {
-        let (flight, to) = self.forget(f);
-        self.stats.outcomes[outcome as usize] += 1;
-        self.actions.push_back(Action::Error {
-            to: to.to_string(),
-            id: flight.id.to_string(),
-            error,
-        });
+        let flight = self.flights.get(f);
+        let action = match &flight.origin {
+            None => {
+                self.stats.outcomes[outcome as usize] += 1;
+                Action::Error {
+                    from: None,
+                    to: self.requesters.jid(flight.requester).to_string(),
+                    id: flight.id.to_string(),
+                    error,
+                }
+            }
+            Some(origin) => Action::Error {
+                from: Some(self.requesters.proxied(flight.requester).to_string()),
+                to: self.resources.jid(flight.resource).to_string(),
+                id: origin.to_string(),
+                error,
+            },
+        };
+        self.forget(f);
+        self.actions.push_back(action);
     }
 
     /// C2: answers every request whose deadline is `now` or earlier; D7:
@@ -558,9 +606,10 @@ impl<P: Clone> Proxy<P> {
     pub fn expire(&mut self, now: Time) {
         self.readmit(now);
         while let Some(f) = self.flights.first_expired(now) {
-            let resource = self.flights.get(f).resource;
+            let flight = self.flights.get(f);
+            let (resource, inbound) = (flight.resource, flight.origin.is_none());
             let threshold = self.config.eject_after_timeouts;
-            if self.resources.timed_out(resource, threshold) {
+            if inbound && self.resources.timed_out(resource, threshold) {
                 let jid = self.resources.jid(resource).clone();
                 self.eject(&jid, EjectReason::Timeouts, now);
             }
@@ -712,6 +761,7 @@ impl<P: Clone> Proxy<P> {
     /// requester, no token, no count, no load, nothing to send but log lines.
     pub fn is_settled(&self) -> bool {
         self.flights.len() == 0
+            && self.origins.is_empty()
             && self.requesters.is_empty()
             && self.actions.iter().all(|a| matches!(a, Action::Log { .. }))
             && self.resources.iter().all(|r| r.in_flight == 0)

@@ -136,6 +136,7 @@ pub enum Condition {
     Conflict,
     FeatureNotImplemented,
     InternalServerError,
+    ItemNotFound,
     RecipientUnavailable,
     RemoteServerTimeout,
     ResourceConstraint,
@@ -149,6 +150,7 @@ impl Condition {
             Condition::Conflict => "conflict",
             Condition::FeatureNotImplemented => "feature-not-implemented",
             Condition::InternalServerError => "internal-server-error",
+            Condition::ItemNotFound => "item-not-found",
             Condition::RecipientUnavailable => "recipient-unavailable",
             Condition::RemoteServerTimeout => "remote-server-timeout",
             Condition::ResourceConstraint => "resource-constraint",
@@ -173,7 +175,9 @@ pub enum DropReason {
     /// An `error` stanza, or an IQ `result`, that matched nothing: never
     /// answered with an error.
     Unanswerable,
-    /// A reply from the target that matches no request in flight (A9).
+    /// A reply from the target that matches no request in flight (A9), or
+    /// an answer to a request of the service's that is no longer awaited
+    /// (O3, O5); a message error with no conversation to return to (M3).
     Unmatched,
     /// No usable `from` or `id`, or a type that no stanza of its kind has.
     Malformed,
@@ -204,6 +208,9 @@ pub enum Verdict {
         to: Rc<str>,
         /// For a reply: how long its request was in flight.
         rtt: Option<Duration>,
+        /// A new `id`, for a request of the service's and its answer (O1,
+        /// O2); `None` keeps the stanza's.
+        id: Option<Rc<str>>,
     },
     /// Answer the sender with this error, from the address it was sent to.
     Reply(StanzaError),
@@ -261,8 +268,10 @@ impl Level {
 pub enum Action<P> {
     /// Send a presence from the component host to `to`.
     Presence { ty: PresenceType, to: String },
-    /// Send an IQ error from the component host to a requester.
+    /// Send an IQ error to a requester, from the component host (`from`
+    /// `None`), or to a resource about its own request, from P/enc(U) (O3).
     Error {
+        from: Option<String>,
         to: String,
         id: String,
         error: StanzaError,

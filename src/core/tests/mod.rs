@@ -67,6 +67,7 @@ impl Sim {
                 from,
                 to,
                 rtt: None,
+                id: None,
             } => (from.to_string(), to.to_string()),
             v => panic!("request {id} from {from}: {v:?}"),
         }
@@ -107,6 +108,7 @@ impl Sim {
 
 fn error_to(to: &str, id: &str, ty: ErrorType, c: Condition) -> Action<u32> {
     Action::Error {
+        from: None,
         to: to.into(),
         id: id.into(),
         error: StanzaError(ty, c),
@@ -274,7 +276,8 @@ fn a8_matching_reply_is_forwarded_with_rtt() {
         Verdict::Forward {
             from: P.into(),
             to: U.into(),
-            rtt: Some(Duration::from_millis(120))
+            rtt: Some(Duration::from_millis(120)),
+            id: None,
         }
     );
     assert_eq!(s.proxy.stats().outcome(Outcome::Replied), 1);
@@ -649,4 +652,5 @@ fn c3_a_get_accepted_with_one_attempt_is_not_resent_after_a_reload() {
 
 mod choosing;
 
+mod messages;
 mod operate;
