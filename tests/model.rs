@@ -152,7 +152,14 @@ impl Run {
                     prop_assert_eq!(from, format!("{P}/{}", self.model.encoded[&payload.0]));
                     self.model.resend(&payload, &r, false);
                 }
-                Action::Error { to, id, error } => {
+                Action::Error {
+                    from,
+                    to,
+                    id,
+                    error,
+                } => {
+                    // Only the service's own requests are answered from P/enc(U).
+                    prop_assert_eq!(from, None);
                     let key = (to, id);
                     prop_assert!(affected.contains(&key), "answered {key:?}");
                     prop_assert!(done.insert(key.clone()), "settled {key:?} twice");
@@ -325,6 +332,7 @@ impl Run {
                     from,
                     to,
                     rtt: None,
+                    id: None,
                 },
                 None,
             ) => {
@@ -386,7 +394,7 @@ impl Run {
             .flights
             .get(&key)
             .is_some_and(|f| f.resource == r);
-        let forwarded = |v: &Verdict| matches!(v, Verdict::Forward { from, to, rtt: Some(_) } if (&**from, &**to) == (P, u));
+        let forwarded = |v: &Verdict| matches!(v, Verdict::Forward { from, to, rtt: Some(_), id: None } if (&**from, &**to) == (P, u));
         if !genuine {
             prop_assert_eq!(
                 verdict,
@@ -462,7 +470,13 @@ impl Run {
         let due = self.held_by(|f| f.deadline <= now);
         let mut done = HashSet::new();
         for action in self.actions() {
-            let Action::Error { to, id, error } = action else {
+            let Action::Error {
+                from: None,
+                to,
+                id,
+                error,
+            } = action
+            else {
                 return Err(TestCaseError::fail(format!("on expiry: {action:?}")));
             };
             let key = (to, id);
@@ -524,7 +538,13 @@ impl Run {
             self.proxy.close();
             let actions = self.actions();
             for action in actions {
-                let Action::Error { to, id, error } = action else {
+                let Action::Error {
+                    from: None,
+                    to,
+                    id,
+                    error,
+                } = action
+                else {
                     return Err(TestCaseError::fail(format!("on close: {action:?}")));
                 };
                 prop_assert_eq!(
