@@ -83,7 +83,16 @@ fn m1_m2_a_requester_that_cannot_be_a_resource_travels_as_a_token_both_ways() {
 }
 
 #[test]
-fn m2_m3_the_service_writes_and_a_bounce_returns_to_the_resource_that_wrote() {
+fn m2_the_service_writes_to_a_requester_from_p() {
+    let mut s = with_messages();
+    s.online("a");
+    let enc = format!("{P}/{U}");
+    let (from, to, id) = forwarded(s.handle(Stanza::message(Some("chat"), &tr("a"), &enc)));
+    assert_eq!((from.as_str(), to.as_str(), id), (P, U, None));
+}
+
+#[test]
+fn m3_a_bounce_returns_to_the_resource_that_wrote() {
     let mut s = with_messages();
     s.online("a");
     s.online("b");
@@ -138,12 +147,27 @@ fn m5_messages_do_not_count_against_the_limits() {
 }
 
 #[test]
-fn o1_o2_the_service_asks_a_requester_and_gets_the_answer_under_its_own_id() {
+fn o1_the_service_asks_a_requester_from_p_with_a_new_id() {
     let mut s = with_outbound();
     s.online("a");
     let enc = format!("{P}/{U}");
-    let (from, to, id) = forwarded(s.handle(Stanza::iq("get", &tr("a"), &enc, "ask1")));
-    assert_eq!((from.as_str(), to.as_str()), (P, U));
+    let mut ids = HashSet::new();
+    for i in 0..50 {
+        let (from, to, id) =
+            forwarded(s.handle(Stanza::iq("get", &tr("a"), &enc, &format!("{i}"))));
+        assert_eq!((from.as_str(), to.as_str()), (P, U));
+        let id = id.expect("a new id");
+        assert!(ids.insert(id), "an id used twice");
+    }
+    assert_eq!(s.proxy.in_flight(), 50);
+}
+
+#[test]
+fn o2_only_exactly_u_with_that_id_answers_and_the_answer_takes_the_original_id() {
+    let mut s = with_outbound();
+    s.online("a");
+    let enc = format!("{P}/{U}");
+    let (_, _, id) = forwarded(s.handle(Stanza::iq("get", &tr("a"), &enc, "ask1")));
     let new_id = id.expect("a new id");
     assert_ne!(new_id, "ask1");
     // Only exactly U with that id answers it.
