@@ -37,7 +37,9 @@ mod config;
 mod flights;
 mod jat;
 mod messages;
+mod operate;
 mod resources;
+mod settle;
 mod stanza;
 mod stats;
 mod time;
@@ -62,7 +64,7 @@ pub use stanza::{
 pub use stats::{Outcome, Retry, Stats};
 pub use time::Time;
 
-use flights::{Flight, FlightId, Flights, NewFlight};
+use flights::{FlightId, Flights, NewFlight};
 use jat::Requesters;
 use messages::Peers;
 use resources::{ResourceId, Resources};
@@ -94,9 +96,6 @@ pub struct Proxy<P = ()> {
     /// and for none eligible.
     warned: [Option<Time>; 2],
 }
-
-/// How often the same "no resource" warning may be logged.
-const WARN_EVERY: Duration = Duration::from_secs(10);
 
 impl<P: Clone> Proxy<P> {
     /// Validates `config` and makes an instance; `seed` drives the choice of
@@ -266,26 +265,6 @@ impl<P: Clone> Proxy<P> {
         }
     }
 
-    /// Logs that requests find no resource, once per [`WARN_EVERY`] and cause.
-    fn warn_no_resource(&mut self, now: Time) {
-        let online = self.resources.online();
-        let cause = usize::from(online > 0);
-        if self.warned[cause].is_some_and(|t| now.saturating_since(t) < WARN_EVERY) {
-            return;
-        }
-        self.warned[cause] = Some(now);
-        let why = if online == 0 {
-            "none is online".to_owned()
-        } else {
-            format!("{online} online, none eligible (see client_proxy:status)")
-        };
-        let message = format!(
-            "No resource of {} can take requests: {why}; answering service-unavailable",
-            self.config.target
-        );
-        self.log(Level::Warn, message);
-    }
-
     fn refuse(&mut self, outcome: Outcome, ty: ErrorType, condition: Condition) -> Verdict {
         self.stats.outcomes[outcome as usize] += 1;
         reply(ty, condition)
@@ -421,312 +400,9 @@ impl<P: Clone> Proxy<P> {
         self.answer(f, is_result, now)
     }
 
-    /// A8, C1: forwards the answer to a request, and ejects the resources
-    /// that said "not me" to a request that another one then served (D6).
-    fn answer(&mut self, f: FlightId, is_result: bool, now: Time) -> Verdict {
-        let (flight, to) = self.forget(f);
-        let outcome = if is_result {
-            for (jid, not_me) in &flight.tried {
-                if *not_me {
-                    self.eject(jid, EjectReason::NotMe, now);
-                }
-            }
-            Outcome::Replied
-        } else {
-            Outcome::ErrorReplied
-        };
-        self.stats.outcomes[outcome as usize] += 1;
-        Verdict::Forward {
-            from: self.host.clone(),
-            to,
-            rtt: Some(now.saturating_since(flight.sent_at)),
-            id: None,
-        }
-    }
-
-    /// Sends a request again, to a resource that has not had it, if the
-    /// rules allow (C3 for a lost one: a `get` only; D5 for "not me": either)
-    /// and one is left; `previous` is the resource it leaves.
-    fn retry(&mut self, f: FlightId, previous: Rc<str>, not_me: bool) -> bool {
-        let flight = self.flights.get(f);
-        if flight.payload.is_none()
-            || u32::from(flight.sends) >= self.config.attempts
-            || (!not_me && flight.method == Method::Set)
-        {
-            return false;
-        }
-        let tried: Vec<Rc<str>> = flight
-            .tried
-            .iter()
-            .map(|t| t.0.clone())
-            .chain([previous.clone()])
-            .collect();
-        let (balance, key, old) = (self.config.balance, flight.key, flight.resource);
-        let Some(resource) = self.resources.choose(balance, key, &tried, &mut self.rng) else {
-            return false;
-        };
-        self.flights.resend(f, resource, previous, not_me);
-        self.resources.drop_load(old);
-        self.resources.add_load(resource);
-        let flight = self.flights.get(f);
-        let action = Action::Resend {
-            payload: flight.payload.clone().expect("kept for a retry"),
-            from: self.requesters.proxied(flight.requester).to_string(),
-            to: self.resources.jid(resource).to_string(),
-        };
-        self.actions.push_back(action);
-        let reason = if not_me {
-            Retry::NotMe
-        } else {
-            Retry::ResourceLost
-        };
-        self.stats.retries[reason as usize] += 1;
-        true
-    }
-
-    /// Ejects the resource with this full JID (D6, D7), online or not.
-    fn eject(&mut self, jid: &str, reason: EjectReason, now: Time) {
-        let name = split(jid).1.unwrap_or_default();
-        if let Some(length) = self.resources.eject(name, reason, now) {
-            self.stats.ejections[reason as usize] += 1;
-            let message = format!(
-                "Ejected {jid} for {} s ({}): {}",
-                length.as_secs(),
-                reason.as_str(),
-                reason.describe()
-            );
-            self.log(Level::Warn, message);
-        }
-    }
-
-    /// D8: readmits the resources whose ejection ended by `now`.
-    fn readmit(&mut self, now: Time) {
-        for (jid, reason) in self.resources.readmit(now) {
-            let message = format!(
-                "Readmitted {jid}: its ejection ({}) has ended",
-                reason.as_str()
-            );
-            self.log(Level::Info, message);
-        }
-    }
-
-    /// A2: one resource went offline; its requests are settled (C3).
-    fn offline(&mut self, name: &str) {
-        if let Some((id, jid)) = self.resources.remove(name) {
-            self.settle_lost(id, jid);
-        }
-    }
-
-    /// A3, A5: every resource went offline.
-    fn all_offline(&mut self) {
-        for (id, jid) in self.resources.clear() {
-            self.settle_lost(id, jid);
-        }
-    }
-
-    /// C3: a `get` goes to another resource while it has attempts left;
-    /// everything else is answered now. Logs what became of them.
-    fn settle_lost(&mut self, lost: ResourceId, jid: Rc<str>) {
-        let (mut resent, mut answered) = (0, 0);
-        while let Some(f) = self.flights.first_of(lost) {
-            if self.flights.get(f).origin.is_some() {
-                // O5: nobody is left to take the answer to its own request.
-                self.forget(f);
-            } else if self.retry(f, jid.clone(), false) {
-                resent += 1;
-            } else {
-                let error = self.lost_error();
-                self.fail(f, error, Outcome::ResourceLost);
-                answered += 1;
-            }
-        }
-        let message = match resent + answered {
-            0 => format!("{jid} went offline holding no request"),
-            n => format!(
-                "{jid} went offline holding {n} request(s): {resent} sent again, {answered} \
-                 answered {}",
-                self.lost_error()
-            ),
-        };
-        self.log(Level::Info, message);
-    }
-
-    /// C3's answer to a request that cannot be sent again.
-    fn lost_error(&self) -> StanzaError {
-        if self.resources.online() == 0 {
-            StanzaError(ErrorType::Cancel, Condition::ServiceUnavailable)
-        } else {
-            StanzaError(ErrorType::Wait, Condition::RecipientUnavailable)
-        }
-    }
-
-    /// Removes a request and everything counted for it; returns it and its
-    /// requester's JID.
-    fn forget(&mut self, f: FlightId) -> (Flight<P>, Rc<str>) {
-        let flight = self.flights.remove(f);
-        match &flight.origin {
-            None => self.resources.drop_load(flight.resource),
-            Some(origin) => {
-                self.origins.remove(&(flight.resource, origin.clone()));
-            }
-        }
-        let to = self.requesters.jid(flight.requester).clone();
-        self.requesters.release(flight.requester);
-        (flight, to)
-    }
-
-    /// Answers a request with an error and forgets it: a requester's, from
-    /// P; the service's own (O3, C4), to the resource that asked, from
-    /// P/enc(U) and with its id.
-    fn fail(&mut self, f: FlightId, error: StanzaError, outcome: Outcome) {
-        let flight = self.flights.get(f);
-        let action = match &flight.origin {
-            None => {
-                self.stats.outcomes[outcome as usize] += 1;
-                Action::Error {
-                    from: None,
-                    to: self.requesters.jid(flight.requester).to_string(),
-                    id: flight.id.to_string(),
-                    error,
-                }
-            }
-            Some(origin) => Action::Error {
-                from: Some(self.requesters.proxied(flight.requester).to_string()),
-                to: self.resources.jid(flight.resource).to_string(),
-                id: origin.to_string(),
-                error,
-            },
-        };
-        self.forget(f);
-        self.actions.push_back(action);
-    }
-
-    /// C2: answers every request whose deadline is `now` or earlier; D7:
-    /// ejects the resources that let too many in a row expire.
-    pub fn expire(&mut self, now: Time) {
-        self.readmit(now);
-        while let Some(f) = self.flights.first_expired(now) {
-            let flight = self.flights.get(f);
-            let (resource, inbound) = (flight.resource, flight.origin.is_none());
-            let threshold = self.config.eject_after_timeouts;
-            if inbound && self.resources.timed_out(resource, threshold) {
-                let jid = self.resources.jid(resource).clone();
-                self.eject(&jid, EjectReason::Timeouts, now);
-            }
-            self.fail(
-                f,
-                StanzaError(ErrorType::Wait, Condition::RemoteServerTimeout),
-                Outcome::Timeout,
-            );
-        }
-    }
-
-    /// C4: answers every request in flight; the instance is going away.
-    pub fn close(&mut self) {
-        for f in self.flights.ids() {
-            self.fail(
-                f,
-                StanzaError(ErrorType::Cancel, Condition::ServiceUnavailable),
-                Outcome::Unloaded,
-            );
-        }
-    }
-
     /// The next queued action, if any.
     pub fn poll_action(&mut self) -> Option<Action<P>> {
         self.actions.pop_front()
-    }
-
-    /// Drains the resource `name` for the operator (D2 without presence), or
-    /// ends that; it must be online. Kept while the instance lives, across
-    /// reconnects of the resource.
-    pub fn drain(&mut self, name: &str, drained: bool) -> Result<(), Error> {
-        if !self.resources.set_drained(name, drained) {
-            return Err(Error::Argument(format!(
-                "{}/{name} is not online",
-                self.config.target
-            )));
-        }
-        let jid = join(&self.config.target, name);
-        let message = if drained {
-            format!("{jid} is draining (operator)")
-        } else {
-            format!("{jid} is no longer drained by the operator")
-        };
-        self.log(Level::Info, message);
-        Ok(())
-    }
-
-    /// The admin console's report: the options in force, one line per
-    /// resource, and the totals.
-    pub fn status(&mut self, now: Time) -> Vec<String> {
-        self.readmit(now);
-        let c = &self.config;
-        let list = |v: &[String], none: &str| {
-            if v.is_empty() {
-                none.to_owned()
-            } else {
-                v.join(",")
-            }
-        };
-        let sticky = match &c.sticky {
-            Sticky::None => "none".to_owned(),
-            Sticky::Requester => "requester".to_owned(),
-            Sticky::Path(p) => p.clone(),
-        };
-        let mut lines = vec![format!(
-            "{} -> {}: balance {}, sticky {sticky}, attempts {}, timeout {} s, eject after {} \
-             timeouts, drain show {}, resources {}, max in flight {} ({} per requester)",
-            c.host,
-            c.target,
-            c.balance.as_str(),
-            c.attempts,
-            c.timeout,
-            c.eject_after_timeouts,
-            list(&c.drain_show, "none"),
-            list(&c.resources, "all"),
-            c.max_in_flight,
-            c.max_in_flight_per_requester
-        )];
-        let mut resources: Vec<&Resource> = self.resources.iter().collect();
-        resources.sort_by(|a, b| a.name.cmp(&b.name));
-        for r in resources {
-            let state = r.state();
-            let mut why = match r.why() {
-                w if w.is_empty() => String::new(),
-                w => format!(" ({w})"),
-            };
-            if let Some(left) = r.ejected_for(now) {
-                why = format!("{why} for {left} s");
-            }
-            lines.push(format!(
-                "  {}  show {}  priority {}  {}{why}  in_flight {}  served {}  failed {}",
-                r.name,
-                r.show.as_deref().unwrap_or("-"),
-                r.priority,
-                state.as_str(),
-                r.in_flight,
-                r.served,
-                r.failed
-            ));
-        }
-        let counts = self.resources.count_states();
-        lines.push(format!(
-            "{} online, {} eligible, {} draining, {} ejected; {} requests in flight; {} accepted",
-            self.resources.online(),
-            counts[State::Eligible as usize],
-            counts[State::Draining as usize],
-            counts[State::Ejected as usize],
-            self.flights.len(),
-            self.stats.requests
-        ));
-        lines
-    }
-
-    /// How many resources online are in each state, in the order of
-    /// `State::ALL`.
-    pub fn count_states(&self) -> [usize; State::ALL.len()] {
-        self.resources.count_states()
     }
 
     /// True while [`poll_action`](Self::poll_action) has something to give.

@@ -1,0 +1,199 @@
+//! How a request ends: its answer forwarded, sent again to another
+//! resource, or answered with an error (timeout, lost resource, unload).
+//! Every accepted request goes through exactly one of the endings here.
+
+use std::rc::Rc;
+
+use super::flights::{Flight, FlightId};
+use super::resources::ResourceId;
+use super::{
+    Action, Condition, EjectReason, ErrorType, Level, Method, Outcome, Proxy, Retry, StanzaError,
+    Time, Verdict,
+};
+
+impl<P: Clone> Proxy<P> {
+    /// A8, C1: forwards the answer to a request, and ejects the resources
+    /// that said "not me" to a request that another one then served (D6).
+    pub(super) fn answer(&mut self, f: FlightId, is_result: bool, now: Time) -> Verdict {
+        let (flight, to) = self.forget(f);
+        let outcome = if is_result {
+            for (jid, not_me) in &flight.tried {
+                if *not_me {
+                    self.eject(jid, EjectReason::NotMe, now);
+                }
+            }
+            Outcome::Replied
+        } else {
+            Outcome::ErrorReplied
+        };
+        self.stats.outcomes[outcome as usize] += 1;
+        Verdict::Forward {
+            from: self.host.clone(),
+            to,
+            rtt: Some(now.saturating_since(flight.sent_at)),
+            id: None,
+        }
+    }
+
+    /// Sends a request again, to a resource that has not had it, if the
+    /// rules allow (C3 for a lost one: a `get` only; D5 for "not me": either)
+    /// and one is left; `previous` is the resource it leaves.
+    pub(super) fn retry(&mut self, f: FlightId, previous: Rc<str>, not_me: bool) -> bool {
+        let flight = self.flights.get(f);
+        if flight.payload.is_none()
+            || u32::from(flight.sends) >= self.config.attempts
+            || (!not_me && flight.method == Method::Set)
+        {
+            return false;
+        }
+        let tried: Vec<Rc<str>> = flight
+            .tried
+            .iter()
+            .map(|t| t.0.clone())
+            .chain([previous.clone()])
+            .collect();
+        let (balance, key, old) = (self.config.balance, flight.key, flight.resource);
+        let Some(resource) = self.resources.choose(balance, key, &tried, &mut self.rng) else {
+            return false;
+        };
+        self.flights.resend(f, resource, previous, not_me);
+        self.resources.drop_load(old);
+        self.resources.add_load(resource);
+        let flight = self.flights.get(f);
+        let action = Action::Resend {
+            payload: flight.payload.clone().expect("kept for a retry"),
+            from: self.requesters.proxied(flight.requester).to_string(),
+            to: self.resources.jid(resource).to_string(),
+        };
+        self.actions.push_back(action);
+        let reason = if not_me {
+            Retry::NotMe
+        } else {
+            Retry::ResourceLost
+        };
+        self.stats.retries[reason as usize] += 1;
+        true
+    }
+
+    /// A2: one resource went offline; its requests are settled (C3).
+    pub(super) fn offline(&mut self, name: &str) {
+        if let Some((id, jid)) = self.resources.remove(name) {
+            self.settle_lost(id, jid);
+        }
+    }
+
+    /// A3, A5: every resource went offline.
+    pub(super) fn all_offline(&mut self) {
+        for (id, jid) in self.resources.clear() {
+            self.settle_lost(id, jid);
+        }
+    }
+
+    /// C3: a `get` goes to another resource while it has attempts left;
+    /// everything else is answered now. Logs what became of them.
+    pub(super) fn settle_lost(&mut self, lost: ResourceId, jid: Rc<str>) {
+        let (mut resent, mut answered) = (0, 0);
+        while let Some(f) = self.flights.first_of(lost) {
+            if self.flights.get(f).origin.is_some() {
+                // O5: nobody is left to take the answer to its own request.
+                self.forget(f);
+            } else if self.retry(f, jid.clone(), false) {
+                resent += 1;
+            } else {
+                let error = self.lost_error();
+                self.fail(f, error, Outcome::ResourceLost);
+                answered += 1;
+            }
+        }
+        let message = match resent + answered {
+            0 => format!("{jid} went offline holding no request"),
+            n => format!(
+                "{jid} went offline holding {n} request(s): {resent} sent again, {answered} \
+                 answered {}",
+                self.lost_error()
+            ),
+        };
+        self.log(Level::Info, message);
+    }
+
+    /// C3's answer to a request that cannot be sent again.
+    pub(super) fn lost_error(&self) -> StanzaError {
+        if self.resources.online() == 0 {
+            StanzaError(ErrorType::Cancel, Condition::ServiceUnavailable)
+        } else {
+            StanzaError(ErrorType::Wait, Condition::RecipientUnavailable)
+        }
+    }
+
+    /// Removes a request and everything counted for it; returns it and its
+    /// requester's JID.
+    pub(super) fn forget(&mut self, f: FlightId) -> (Flight<P>, Rc<str>) {
+        let flight = self.flights.remove(f);
+        match &flight.origin {
+            None => self.resources.drop_load(flight.resource),
+            Some(origin) => {
+                self.origins.remove(&(flight.resource, origin.clone()));
+            }
+        }
+        let to = self.requesters.jid(flight.requester).clone();
+        self.requesters.release(flight.requester);
+        (flight, to)
+    }
+
+    /// Answers a request with an error and forgets it: a requester's, from
+    /// P; the service's own (O3, C4), to the resource that asked, from
+    /// P/enc(U) and with its id.
+    pub(super) fn fail(&mut self, f: FlightId, error: StanzaError, outcome: Outcome) {
+        let flight = self.flights.get(f);
+        let action = match &flight.origin {
+            None => {
+                self.stats.outcomes[outcome as usize] += 1;
+                Action::Error {
+                    from: None,
+                    to: self.requesters.jid(flight.requester).to_string(),
+                    id: flight.id.to_string(),
+                    error,
+                }
+            }
+            Some(origin) => Action::Error {
+                from: Some(self.requesters.proxied(flight.requester).to_string()),
+                to: self.resources.jid(flight.resource).to_string(),
+                id: origin.to_string(),
+                error,
+            },
+        };
+        self.forget(f);
+        self.actions.push_back(action);
+    }
+
+    /// C2: answers every request whose deadline is `now` or earlier; D7:
+    /// ejects the resources that let too many in a row expire.
+    pub fn expire(&mut self, now: Time) {
+        self.readmit(now);
+        while let Some(f) = self.flights.first_expired(now) {
+            let flight = self.flights.get(f);
+            let (resource, inbound) = (flight.resource, flight.origin.is_none());
+            let threshold = self.config.eject_after_timeouts;
+            if inbound && self.resources.timed_out(resource, threshold) {
+                let jid = self.resources.jid(resource).clone();
+                self.eject(&jid, EjectReason::Timeouts, now);
+            }
+            self.fail(
+                f,
+                StanzaError(ErrorType::Wait, Condition::RemoteServerTimeout),
+                Outcome::Timeout,
+            );
+        }
+    }
+
+    /// C4: answers every request in flight; the instance is going away.
+    pub fn close(&mut self) {
+        for f in self.flights.ids() {
+            self.fail(
+                f,
+                StanzaError(ErrorType::Cancel, Condition::ServiceUnavailable),
+                Outcome::Unloaded,
+            );
+        }
+    }
+}
