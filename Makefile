@@ -102,6 +102,9 @@ demo: setup plugin
 # A throwaway Prosody (log level info) with the module; the load generator
 # alternates direct and proxied phases and prints the table. Options:
 # BENCH_ARGS="--rounds 5 ...", see `cargo run -p client_proxy_testbed --bin loadgen -- --help`.
+# Choosing a resource (BENCHMARKS.md):
+#   make bench BENCH_ARGS="--scenario slow-one"        random against least_in_flight, one resource 50 ms late
+#   make bench BENCH_ARGS="--scenario strategy-cost"   Prosody CPU per round trip: random, least_in_flight, sticky
 BENCH_ARGS ?=
 bench: setup plugin
 	CLIENT_PROXY_PLUGIN_DIR=$(CURDIR)/build/lua-$(LUA) $(CARGO) run --release -q -p client_proxy_testbed --bin loadgen -- \
