@@ -1,23 +1,22 @@
 //! "An operator can see and steer it" (issue 11), part one: the metrics in
-//! `/metrics` (`mod_http_openmetrics`) and the log lines an operator reads.
-//! Real Prosody, real clients. The admin console and reloads that change
-//! the options are in `operate_console.rs`.
+//! `/metrics` (`mod_http_openmetrics`). Real Prosody, real clients. The log
+//! lines an operator reads are in `operate_logs.rs`; the admin console and
+//! reloads that change the options are in `operate_console.rs`.
+
+mod operate_common;
 
 use std::time::Duration;
 
 use client_proxy_testbed::{
-    element, error_condition, iq, ping, samples, spawn_echo, EchoHandle, EchoMode, ProxyServer,
-    Xmpp, PASSWORD, PROXY, TARGET,
+    element, iq, ping, samples, spawn_echo, EchoHandle, EchoMode, ProxyServer, Xmpp, PROXY, TARGET,
 };
 use minidom::Element;
+use operate_common::{assert_error, next_request, resource, WAIT};
 
-const WAIT: Duration = Duration::from_secs(5);
 /// How long to wait for something that must not arrive.
 const QUIET: Duration = Duration::from_millis(700);
 /// Every metric of the module is in a family starting with this.
 const PREFIX: &str = "prosody_mod_client_proxy__";
-/// The module's own log lines name this source.
-const SOURCE: &str = "proxy.localhost:client_proxy";
 
 /// A server with these options under the Component, serving `/metrics`.
 fn metered_server(options: &str) -> ProxyServer {
@@ -150,27 +149,6 @@ fn assert_outcomes(m: &Metrics, expected: &[(&str, f64)], when: &str) {
     }
 }
 
-/// A resource of the target that the test answers by hand, online with
-/// this `show` and priority.
-async fn resource(server: &ProxyServer, name: &str, show: Option<&str>, priority: i8) -> Xmpp {
-    let jid = format!("{TARGET}/{name}");
-    let mut client = Xmpp::connect(server.prosody.c2s_addr(), &jid, PASSWORD)
-        .await
-        .unwrap_or_else(|e| panic!("{jid} cannot log in: {e}"));
-    client.send_presence(show, priority).await.unwrap();
-    client.sync().await;
-    client
-}
-
-async fn next_request(service: &mut Xmpp) -> Element {
-    service
-        .recv_matching(WAIT, |s| {
-            s.name() == "iq" && matches!(s.attr("type"), Some("get" | "set"))
-        })
-        .await
-        .unwrap_or_else(|| panic!("{} got no request", service.jid()))
-}
-
 /// The result to `request`, from the resource that got it.
 fn result_to(request: &Element) -> Element {
     iq(
@@ -206,45 +184,10 @@ async fn answer(client: &mut Xmpp, id: &str) -> Element {
     reply
 }
 
-fn assert_error(reply: &Element, ty: &str, condition: &str) {
-    assert_eq!(
-        error_condition(reply),
-        Some((ty.to_owned(), condition.to_owned())),
-        "{}",
-        String::from(reply)
-    );
-}
-
 async fn assert_quiet(client: &mut Xmpp) {
     if let Some(stanza) = client.recv(QUIET).await {
         panic!("{} got one more: {}", client.jid(), String::from(&stanza));
     }
-}
-
-/// `(level, message)` of the module's own lines in the log.
-fn module_lines(server: &ProxyServer) -> Vec<(String, String)> {
-    server
-        .prosody
-        .log()
-        .lines()
-        .filter_map(|line| {
-            let mut parts = line.splitn(3, '\t');
-            let head = parts.next()?;
-            let level = parts.next()?;
-            let message = parts.next()?;
-            (head.split_whitespace().last() == Some(SOURCE))
-                .then(|| (level.trim().to_owned(), message.to_owned()))
-        })
-        .collect()
-}
-
-/// The module's lines at `level` holding `needle`.
-fn lines_with(server: &ProxyServer, level: &str, needle: &str) -> Vec<String> {
-    module_lines(server)
-        .into_iter()
-        .filter(|(l, m)| l == level && m.contains(needle))
-        .map(|(_, m)| m)
-        .collect()
 }
 
 /// Gets from `client`, one at a time, until `stray` has been sent one;
@@ -581,99 +524,4 @@ async fn metrics_gauges_follow_what_is_held_across_reload_and_vanish_on_unload()
         .filter(|s| s.name.starts_with(PREFIX) && s.label("host") == Some(PROXY))
         .collect();
     assert!(left.is_empty(), "left after unload: {left:#?}");
-}
-
-#[tokio::test]
-async fn logs_say_when_a_resource_comes_online_and_what_it_held_when_it_went_offline() {
-    let server = ProxyServer::builder("client_proxy_timeout = 20")
-        .start()
-        .expect("start");
-    let mut r1 = resource(&server, "r1", None, 0).await;
-    assert!(server
-        .prosody
-        .wait_for_log(&format!("{TARGET}/r1 is online (priority 0"), WAIT));
-    let online = lines_with(
-        &server,
-        "info",
-        &format!("{TARGET}/r1 is online (priority 0"),
-    );
-    assert_eq!(online.len(), 1, "{online:?}");
-    let mut alice = server.client("alice", "phone").await;
-    alice
-        .send(iq("get", "g", PROXY, Some(ping())))
-        .await
-        .unwrap();
-    alice
-        .send(iq("set", "s", PROXY, Some(ping())))
-        .await
-        .unwrap();
-    next_request(&mut r1).await;
-    next_request(&mut r1).await;
-    let _r2 = spawn_echo(server.service("r2").await);
-    r1.disconnect().await;
-    for _ in 0..2 {
-        alice
-            .recv_matching(WAIT, |s| s.name() == "iq")
-            .await
-            .expect("answers");
-    }
-    let needle = format!("{TARGET}/r1 went offline holding 2 request(s)");
-    assert!(
-        server.prosody.wait_for_log(&needle, WAIT),
-        "{:?}",
-        module_lines(&server)
-    );
-    let offline = lines_with(&server, "info", &needle);
-    assert_eq!(offline.len(), 1, "{offline:?}");
-    // The get went to r2, the set was answered.
-    assert!(offline[0].contains("sent again"), "{}", offline[0]);
-    assert!(offline[0].contains("answered"), "{}", offline[0]);
-}
-
-#[tokio::test]
-async fn no_resource_warning_is_logged_at_most_once_per_10_s() {
-    let server = ProxyServer::builder("").start().expect("start");
-    let mut alice = server.client("alice", "phone").await;
-    let warning = format!("No resource of {TARGET} can take requests");
-    for i in 0..5 {
-        let reply = alice
-            .request(PROXY, "get", &format!("q{i}"), ping(), WAIT)
-            .await;
-        assert_error(&reply.expect("an answer"), "cancel", "service-unavailable");
-    }
-    assert!(server.prosody.wait_for_log(&warning, WAIT));
-    assert_eq!(lines_with(&server, "warn", &warning).len(), 1);
-    tokio::time::sleep(Duration::from_millis(10_500)).await;
-    let reply = alice.request(PROXY, "get", "later", ping(), WAIT).await;
-    assert_error(&reply.expect("an answer"), "cancel", "service-unavailable");
-    alice.sync().await;
-    assert_eq!(
-        lines_with(&server, "warn", &warning).len(),
-        2,
-        "once more after 10 s"
-    );
-}
-
-#[tokio::test]
-async fn info_logging_writes_no_line_per_request() {
-    let server = ProxyServer::builder("")
-        .with(|b| b.log_level("info"))
-        .start()
-        .expect("start");
-    let _r1 = spawn_echo(server.service("r1").await);
-    let mut alice = server.client("alice", "phone").await;
-    assert!(server
-        .prosody
-        .wait_for_log(&format!("{TARGET}/r1 is online"), WAIT));
-    alice.sync().await;
-    let before = module_lines(&server);
-    for i in 0..50 {
-        let reply = alice
-            .request(PROXY, "get", &format!("q{i}"), ping(), WAIT)
-            .await;
-        assert_eq!(reply.expect("an answer").attr("type"), Some("result"));
-    }
-    alice.sync().await;
-    let after = module_lines(&server);
-    assert_eq!(after.len(), before.len(), "{:#?}", &after[before.len()..]);
 }
