@@ -1,13 +1,14 @@
 //! A Prosody with `client_proxy` loaded: the setting of the end-to-end tests
 //! and the demo.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::{Prosody, ProsodyBuilder, Xmpp};
+use crate::{ping, served_by, Prosody, ProsodyBuilder, Xmpp};
 
 /// The component host the module is loaded on (P).
 pub const PROXY: &str = "proxy.localhost";
@@ -127,4 +128,25 @@ impl Xmpp {
             .await;
         assert!(reply.is_some(), "{} got no answer to a ping", self.jid());
     }
+}
+
+/// `n` gets from `client` to [`PROXY`], one after another, each answered
+/// with a result by an echo service; how many each resource served.
+pub async fn spread(client: &mut Xmpp, prefix: &str, n: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for i in 0..n {
+        let id = format!("{prefix}{i}");
+        let reply = client
+            .request(PROXY, "get", &id, ping(), Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("no answer to {id}"));
+        assert_eq!(
+            reply.attr("type"),
+            Some("result"),
+            "{}",
+            String::from(&reply)
+        );
+        *seen.entry(served_by(&reply)).or_default() += 1;
+    }
+    seen
 }

@@ -32,11 +32,12 @@ mod fixture;
 mod prosody;
 
 pub use client::{
-    element, error_condition, iq, ping, spawn_echo, EchoHandle, EchoMode, Xmpp, NS_CLIENT, NS_PING,
-    NS_TESTBED,
+    element, error_condition, iq, ping, refusal, served_by, spawn_echo, EchoHandle, EchoMode, Xmpp,
+    NS_CLIENT, NS_PING, NS_TESTBED,
 };
 pub use fixture::{
-    plugin_dir, proxy_server, ProxyServer, ProxyServerBuilder, PASSWORD, PROXY, REQUESTERS, TARGET,
+    plugin_dir, proxy_server, spread, ProxyServer, ProxyServerBuilder, PASSWORD, PROXY, REQUESTERS,
+    TARGET,
 };
 pub use prosody::{
     http_get, metric, samples, Installation, Prosody, ProsodyBuilder, Sample, TempDir,

@@ -5,44 +5,19 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use client_proxy_testbed::{
-    element, error_condition, iq, ping, proxy_server, spawn_echo, EchoHandle, EchoMode,
-    ProxyServer, Xmpp, PROXY, TARGET,
+    element, error_condition, iq, ping, proxy_server, refusal, served_by, spawn_echo, spread,
+    EchoHandle, EchoMode, ProxyServer, Xmpp, PROXY, TARGET,
 };
 use minidom::Element;
 
 const WAIT: Duration = Duration::from_secs(5);
 const FOCUS: &str = "http://jitsi.org/protocol/focus";
 
-/// The resource of the echo service that served a reply.
-fn served_by(reply: &Element) -> String {
-    reply
-        .get_child("served", "urn:client-proxy:testbed")
-        .and_then(|s| s.attr("resource"))
-        .unwrap_or_else(|| panic!("not served by the echo service: {}", String::from(reply)))
-        .to_owned()
-}
-
 async fn get(client: &mut Xmpp, id: &str) -> Element {
     client
         .request(PROXY, "get", id, ping(), WAIT)
         .await
         .unwrap_or_else(|| panic!("no answer to {id}"))
-}
-
-/// `n` gets from `client`, one after another; how many each resource served.
-async fn spread(client: &mut Xmpp, prefix: &str, n: usize) -> BTreeMap<String, usize> {
-    let mut seen = BTreeMap::new();
-    for i in 0..n {
-        let reply = get(client, &format!("{prefix}{i}")).await;
-        assert_eq!(
-            reply.attr("type"),
-            Some("result"),
-            "{}",
-            String::from(&reply)
-        );
-        *seen.entry(served_by(&reply)).or_default() += 1;
-    }
-    seen
 }
 
 /// Sends gets without waiting for their answers.
@@ -88,20 +63,6 @@ async fn next_request(service: &mut Xmpp) -> Element {
         .recv_matching(WAIT, |s| s.name() == "iq")
         .await
         .expect("a request")
-}
-
-fn refusal(request: &Element, condition: &str) -> Element {
-    let error = element("error", "jabber:client", &[("type", "cancel")])
-        .append(element(condition, "urn:ietf:params:xml:ns:xmpp-stanzas", &[]).build())
-        .build();
-    let mut reply = iq(
-        "error",
-        request.attr("id").unwrap(),
-        request.attr("from").unwrap(),
-        None,
-    );
-    reply.append_child(error);
-    reply
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ mod operate_common;
 use std::time::Duration;
 
 use client_proxy_testbed::{
-    element, iq, ping, samples, spawn_echo, EchoHandle, EchoMode, ProxyServer, Xmpp, PROXY, TARGET,
+    iq, ping, refusal, samples, spawn_echo, EchoHandle, EchoMode, ProxyServer, Xmpp, PROXY, TARGET,
 };
 use minidom::Element;
 use operate_common::{assert_error, next_request, resource, WAIT};
@@ -159,21 +159,6 @@ fn result_to(request: &Element) -> Element {
     )
 }
 
-/// An IQ error of type cancel with `condition`, in answer to `request`.
-fn error_to(request: &Element, condition: &str) -> Element {
-    let error = element("error", "jabber:client", &[("type", "cancel")])
-        .append(element(condition, "urn:ietf:params:xml:ns:xmpp-stanzas", &[]).build())
-        .build();
-    let mut reply = iq(
-        "error",
-        request.attr("id").unwrap(),
-        request.attr("from").unwrap(),
-        None,
-    );
-    reply.append_child(error);
-    reply
-}
-
 /// The answer to `id`, which must be the next iq `client` receives.
 async fn answer(client: &mut Xmpp, id: &str) -> Element {
     let reply = client
@@ -253,7 +238,7 @@ async fn metrics_count_every_outcome_once() {
         .await
         .unwrap();
     let request = next_request(&mut m1).await;
-    m1.send(error_to(&request, "item-not-found")).await.unwrap();
+    m1.send(refusal(&request, "item-not-found")).await.unwrap();
     assert_error(&answer(&mut alice, "e").await, "cancel", "item-not-found");
     // The same id again while the first is in flight.
     alice

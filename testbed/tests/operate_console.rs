@@ -1,14 +1,14 @@
 //! "An operator can see and steer it" (issue 11), part two: the admin
 //! console (`client_proxy:status`, `:drain`, `:undrain`) and reloads whose
 //! new options change the target or are refused. Real Prosody, real
-//! clients; the metrics and log lines are in `operate.rs`.
+//! clients; the metrics are in `operate.rs`, the log lines in
+//! `operate_logs.rs`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use client_proxy_testbed::{
-    error_condition, iq, ping, spawn_echo, EchoHandle, EchoMode, ProxyServer, Xmpp, PASSWORD,
-    PROXY, TARGET,
+    error_condition, iq, ping, served_by, spawn_echo, spread, EchoHandle, EchoMode, ProxyServer,
+    Xmpp, PASSWORD, PROXY, TARGET,
 };
 use minidom::Element;
 
@@ -82,30 +82,6 @@ async fn assert_quiet(client: &mut Xmpp) {
     if let Some(stanza) = client.recv(QUIET).await {
         panic!("{} got one more: {}", client.jid(), show(&stanza));
     }
-}
-
-/// The resource of the echo service that served a reply.
-fn served_by(reply: &Element) -> String {
-    reply
-        .get_child("served", "urn:client-proxy:testbed")
-        .and_then(|s| s.attr("resource"))
-        .unwrap_or_else(|| panic!("not served by an echo service: {}", show(reply)))
-        .to_owned()
-}
-
-/// `n` gets, one after another; how many each resource served.
-async fn spread(client: &mut Xmpp, prefix: &str, n: usize) -> BTreeMap<String, usize> {
-    let mut seen = BTreeMap::new();
-    for i in 0..n {
-        let id = format!("{prefix}{i}");
-        let reply = client
-            .request(PROXY, "get", &id, ping(), WAIT)
-            .await
-            .unwrap_or_else(|| panic!("no answer to {id}"));
-        assert_eq!(reply.attr("type"), Some("result"), "{}", show(&reply));
-        *seen.entry(served_by(&reply)).or_default() += 1;
-    }
-    seen
 }
 
 /// Gets, one at a time, until `stray` has been sent one; how many.

@@ -211,8 +211,9 @@ fn echo_reply(request: &Element, own: &FullJid) -> Element {
     reply.append(served).build()
 }
 
-/// An IQ error of type cancel with `condition`, in answer to `request`.
-fn refusal(request: &Element, condition: &str) -> Element {
+/// An IQ error of type cancel with `condition`, in answer to `request`
+/// (the answer of a session that is not the service: "not me").
+pub fn refusal(request: &Element, condition: &str) -> Element {
     let mut reply = Element::builder("iq", NS_CLIENT)
         .attr(name("type"), "error")
         .attr(name("id"), request.attr("id").unwrap_or_default());
@@ -223,4 +224,13 @@ fn refusal(request: &Element, condition: &str) -> Element {
         .attr(name("type"), "cancel")
         .append(Element::builder(condition, NS_STANZAS).build());
     reply.append(error.build()).build()
+}
+
+/// The resource of the echo service that served a reply.
+pub fn served_by(reply: &Element) -> String {
+    reply
+        .get_child("served", NS_TESTBED)
+        .and_then(|s| s.attr("resource"))
+        .unwrap_or_else(|| panic!("not served by an echo service: {}", String::from(reply)))
+        .to_owned()
 }

@@ -31,7 +31,7 @@ use tokio_xmpp::stanzastream::{
 use tokio_xmpp::xmlstream::{initiate_stream, PendingFeaturesRecv, StreamHeader, Timeouts};
 use tokio_xmpp::Stanza;
 
-pub use echo::{spawn_echo, EchoHandle, EchoMode};
+pub use echo::{refusal, served_by, spawn_echo, EchoHandle, EchoMode};
 
 /// Namespace of client stanzas.
 pub const NS_CLIENT: &str = "jabber:client";
