@@ -65,6 +65,87 @@ pub enum Event {
         decay: bool,
     },
     Reload,
+    /// The clock moves to the next deadline of anything timed (C2, O3,
+    /// and M3's window after an M2), give or take `jitter` ms.
+    Deadline {
+        jitter: i8,
+    },
+    /// A message from requester U to P (or P/x): M1, M3 (`error`), M4
+    /// (`groupchat`), B6 without the option.
+    Message {
+        requester: u8,
+        ty: MessageType,
+        to_resource: bool,
+    },
+    /// A message from T/r (online or not): M2, M4, A11 without the option.
+    TargetMessage {
+        resource: u8,
+        to: Addr,
+        ty: MessageType,
+    },
+    /// A request of the service's (O1, O4), A10 without the option.
+    Ask {
+        resource: u8,
+        to: Addr,
+        id: u8,
+        get: bool,
+    },
+    /// An answer from a requester to a request of the service's, picked by
+    /// index among those in flight (O2), or one that matches none (B5).
+    AskAnswer {
+        pick: u8,
+        how: Forgery,
+        error: bool,
+    },
+}
+
+/// The `type` of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageType {
+    Normal(Option<&'static str>),
+    Groupchat,
+    Error,
+}
+
+impl MessageType {
+    pub fn attr(self) -> Option<&'static str> {
+        match self {
+            MessageType::Normal(ty) => ty,
+            MessageType::Groupchat => Some("groupchat"),
+            MessageType::Error => Some("error"),
+        }
+    }
+}
+
+/// Where the target sends a message or a request.
+#[derive(Clone, Copy, Debug)]
+pub enum Addr {
+    /// P itself (M4, A12).
+    Bare,
+    /// P/enc(U) for requester `requester`: for one that cannot travel
+    /// verbatim, `via` 0 names it by its token as a requester, 1 by its
+    /// token as a peer (messages); 2 is a token nobody has.
+    Enc { requester: u8, via: u8 },
+}
+
+/// How an answer to a request of the service's is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forgery {
+    /// From exactly U, with the new id (O2).
+    Genuine,
+    /// From U, with the id the service gave, not the new one.
+    OriginalId,
+    /// With the new id, from someone else (another resource of U too).
+    OtherSender(u8),
+    /// From U, with an id that P never gave.
+    MadeUp,
+    /// The new id of a request already done (answered, timed out, forgotten).
+    Stale,
+    /// From the resource that asked, to P/enc(U), with the new id: the
+    /// target answering its own request to reach U (A9).
+    FromTarget,
+    /// From a requester, with the id of its own request in flight (B5).
+    OwnRequest,
 }
 
 pub fn answer() -> impl Strategy<Value = Answer> {
@@ -93,6 +174,48 @@ pub fn event() -> impl Strategy<Value = Event> {
         1 => (12_000..700_000u32).prop_map(|millis| Event::Advance { millis }),
         2 => readmission(),
         1 => Just(Event::Reload),
+        6 => two_way(),
+        1 => (-1..=1i8).prop_map(|jitter| Event::Deadline { jitter }),
+    ]
+}
+
+/// Messages both ways and requests of the service's (M1-M5, O1-O5).
+pub fn two_way() -> impl Strategy<Value = Event> {
+    let from_u = prop_oneof![
+        2 => Just(MessageType::Normal(None)),
+        2 => Just(MessageType::Normal(Some("chat"))),
+        1 => Just(MessageType::Normal(Some("normal"))),
+        1 => Just(MessageType::Groupchat),
+        3 => Just(MessageType::Error),
+    ];
+    let from_t = prop_oneof![
+        3 => Just(MessageType::Normal(None)),
+        3 => Just(MessageType::Normal(Some("chat"))),
+        1 => Just(MessageType::Groupchat),
+        1 => Just(MessageType::Error),
+    ];
+    let forgery = prop_oneof![
+        8 => Just(Forgery::Genuine),
+        1 => Just(Forgery::OriginalId),
+        2 => (0..6u8).prop_map(Forgery::OtherSender),
+        1 => Just(Forgery::MadeUp),
+        2 => Just(Forgery::Stale),
+        1 => Just(Forgery::FromTarget),
+        1 => Just(Forgery::OwnRequest),
+    ];
+    prop_oneof![
+        3 => (0..6u8, from_u, any::<bool>()).prop_map(|(requester, ty, to_resource)| Event::Message { requester, ty, to_resource }),
+        3 => (0..RESOURCES, addr(), from_t).prop_map(|(resource, to, ty)| Event::TargetMessage { resource, to, ty }),
+        4 => (0..RESOURCES, addr(), 0..3u8, any::<bool>()).prop_map(|(resource, to, id, get)| Event::Ask { resource, to, id, get }),
+        4 => (any::<u8>(), forgery, proptest::bool::weighted(0.3)).prop_map(|(pick, how, error)| Event::AskAnswer { pick, how, error }),
+    ]
+}
+
+pub fn addr() -> impl Strategy<Value = Addr> {
+    prop_oneof![
+        1 => Just(Addr::Bare),
+        12 => (prop_oneof![5 => 0..6u8, 1 => Just(4u8)], prop_oneof![3 => Just(0u8), 3 => Just(1u8), 1 => Just(2u8)])
+            .prop_map(|(requester, via)| Addr::Enc { requester, via }),
     ]
 }
 
@@ -113,14 +236,22 @@ pub fn setup() -> impl Strategy<Value = Setup> {
         any::<bool>(),
         1..=3u32,
         1..=3u32,
+        // Messages and requests of the service's: each on in most cases,
+        // off in the rest, where A10, A11 and B6 must hold as before.
+        proptest::bool::weighted(0.7),
+        proptest::bool::weighted(0.7),
     )
-        .prop_map(|(balance, sticky, filter, attempts, eject_after)| Setup {
-            balance,
-            sticky,
-            filter,
-            attempts,
-            eject_after,
-        })
+        .prop_map(
+            |(balance, sticky, filter, attempts, eject_after, messages, outbound)| Setup {
+                balance,
+                sticky,
+                filter,
+                attempts,
+                eject_after,
+                messages,
+                outbound,
+            },
+        )
 }
 
 /// Requesters: two resources of one account (they share a limit and a

@@ -9,6 +9,7 @@ use std::time::Duration;
 use client_proxy::core::{hash, score, Balance, EjectReason, Level, State, Time};
 use proptest::prelude::*;
 
+use super::twoway::TwoWay;
 use super::{bare, T};
 
 /// D8: an ejection lasts 30 s times the number of ejections, at most 600 s;
@@ -30,6 +31,10 @@ pub struct Setup {
     pub filter: bool,
     pub attempts: u32,
     pub eject_after: u32,
+    /// `client_proxy_messages` (M1-M5).
+    pub messages: bool,
+    /// `client_proxy_outbound_iq` (O1-O5).
+    pub outbound: bool,
 }
 
 /// An online resource, as its presence and service made it.
@@ -86,6 +91,8 @@ pub struct Model {
     pub logs: Vec<(Level, Vec<String>)>,
     /// How often each rule came into play, to show that the cases reach it.
     pub seen: RefCell<BTreeMap<&'static str, u64>>,
+    /// Messages both ways and the service's own requests.
+    pub two: TwoWay,
 }
 
 pub fn jid(r: &str) -> String {
@@ -105,6 +112,7 @@ impl Model {
             generation: HashMap::new(),
             logs: Vec::new(),
             seen: RefCell::default(),
+            two: TwoWay::default(),
         }
     }
 
@@ -386,11 +394,20 @@ impl Model {
         Ok(())
     }
 
+    /// The requests of U's bare JID that B4's per-requester limit counts:
+    /// those U made (B1), not those the service sent U (O1).
     pub fn per_bare(&self, u: &str) -> u32 {
         self.flights
             .keys()
             .filter(|(v, _)| bare(v) == bare(u))
             .count() as u32
+    }
+
+    /// What the core counts instead (see the CORE BUG in `Run::request`):
+    /// U's own requests and those of the service's to U.
+    pub fn per_bare_with_asked(&self, u: &str) -> u32 {
+        let asked = self.two.outbound.values().filter(|o| bare(&o.u) == bare(u));
+        self.per_bare(u) + asked.count() as u32
     }
 
     /// Records a send to `r` of a request in flight.
