@@ -296,18 +296,8 @@ impl Run {
         let m = &mut self.model;
         let expected_error = if m.flights.contains_key(&key) {
             Some((ErrorType::Cancel, Condition::Conflict))
-        // CORE BUG (B4 with O1): the core counts the service's own requests
-        // to U (O1) against U's `client_proxy_max_in_flight_per_requester`,
-        // which B4 keeps for the requests U makes (B1; O4 names only the
-        // global limit): the target can lock a requester out by asking it
-        // things. Minimal case, per-requester limit 3: r0 online; r0 asks
-        // alice@example/a (O1) twice, with ids o0 and o1; alice@example/a
-        // sends i1 (accepted), then i0: refused with wait/resource-constraint
-        // though alice has one request of her own in flight. The check the
-        // SPEC asks for, off until the core counts only B1 requests:
-        //     } else if m.in_flight() >= MAX || m.per_bare(u) >= PER_REQUESTER {
-        // and meanwhile the model follows the core:
-        } else if m.in_flight() >= MAX || m.per_bare_with_asked(u) >= PER_REQUESTER {
+        // B4 counts U's own requests only, not the service's to U (O4).
+        } else if m.in_flight() >= MAX || m.per_bare(u) >= PER_REQUESTER {
             Some((ErrorType::Wait, Condition::ResourceConstraint))
         } else if m.none_would_serve() {
             Some((ErrorType::Cancel, Condition::ServiceUnavailable))

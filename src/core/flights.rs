@@ -58,10 +58,19 @@ pub(crate) struct Flight<P> {
     pub deadline: Time,
     /// What to send again, kept while another send is allowed.
     pub payload: Option<P>,
-    /// For a request of the service's (O1): the id it gave it; `resource`
-    /// is then the resource that asked, and `requester` whom it asked.
-    pub origin: Option<Rc<str>>,
+    /// For a request of the service's (O1); `resource` is then the resource
+    /// that asked, and `requester` whom it asked.
+    pub origin: Option<Origin>,
     links: [Links; 2],
+}
+
+/// Where a request of the service's came from.
+#[derive(Clone, Debug)]
+pub(crate) struct Origin {
+    /// The id the service gave it.
+    pub id: Rc<str>,
+    /// The address it was sent to, P/enc(U): the `from` of its answer.
+    pub asked: Rc<str>,
 }
 
 /// A request to add: everything but the bookkeeping.
@@ -74,7 +83,7 @@ pub(crate) struct NewFlight<'a, P> {
     pub sent_at: Time,
     pub deadline: Time,
     pub payload: Option<P>,
-    pub origin: Option<Rc<str>>,
+    pub origin: Option<Origin>,
 }
 
 #[derive(Debug)]

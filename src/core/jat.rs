@@ -98,11 +98,14 @@ impl Requesters {
     }
 
     /// Counts one more request for `jid`, adding it if new; `known` is what
-    /// [`find`](Self::find) gave for it.
+    /// [`find`](Self::find) gave for it. Only a request of its own (`counted`)
+    /// counts towards the per-requester limit; one the service sends it does
+    /// not.
     pub fn acquire(
         &mut self,
         jid: &str,
         known: Option<RequesterId>,
+        counted: bool,
         rng: &mut SmallRng,
     ) -> RequesterId {
         let id = match known {
@@ -113,6 +116,9 @@ impl Requesters {
             .as_mut()
             .expect("requester")
             .in_flight += 1;
+        if !counted {
+            return id;
+        }
         match self.per_bare.get_mut(bare(jid)) {
             Some(count) => *count += 1,
             None => {
@@ -150,15 +156,18 @@ impl Requesters {
         id
     }
 
-    /// Counts one request less for `id`, forgetting it at zero.
-    pub fn release(&mut self, id: RequesterId) {
+    /// Counts one request less for `id` (`counted` as it was acquired),
+    /// forgetting it at zero.
+    pub fn release(&mut self, id: RequesterId, counted: bool) {
         let r = self.slots[id as usize].as_mut().expect("requester");
         r.in_flight -= 1;
-        let bare_jid = bare(&r.jid);
-        let count = self.per_bare.get_mut(bare_jid).expect("bare count");
-        *count -= 1;
-        if *count == 0 {
-            self.per_bare.remove(bare_jid);
+        if counted {
+            let bare_jid = bare(&r.jid);
+            let count = self.per_bare.get_mut(bare_jid).expect("bare count");
+            *count -= 1;
+            if *count == 0 {
+                self.per_bare.remove(bare_jid);
+            }
         }
         if r.in_flight == 0 {
             let r = self.slots[id as usize].take().expect("requester");
@@ -215,11 +224,11 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(1);
         let mut rs = Requesters::new("p.example.org");
         let long = format!("u@example.org/{}", "y".repeat(2000));
-        let a = rs.acquire("u@example.org/a", None, &mut rng);
-        let l = rs.acquire(&long, None, &mut rng);
+        let a = rs.acquire("u@example.org/a", None, true, &mut rng);
+        let l = rs.acquire(&long, None, true, &mut rng);
         let known = rs.find("u@example.org/a");
         assert_eq!(known, Some(a));
-        assert_eq!(rs.acquire("u@example.org/a", known, &mut rng), a);
+        assert_eq!(rs.acquire("u@example.org/a", known, true, &mut rng), a);
         assert_eq!(&**rs.proxied(a), "p.example.org/u@example.org/a");
         let token = rs.proxied(l)["p.example.org/".len()..].to_owned();
         assert!(is_token(&token) && token.len() == 17, "{token}");
@@ -228,11 +237,11 @@ mod tests {
         assert_eq!(rs.decode("@0000000000000000"), None);
         assert_eq!(&**rs.jid(l), long);
         assert_eq!(rs.count_bare("u@example.org/other"), 3);
-        rs.release(a);
-        rs.release(l);
+        rs.release(a, true);
+        rs.release(l, true);
         assert_eq!(rs.count_bare("u@example.org"), 1);
         assert_eq!(rs.decode(&token), None);
-        rs.release(a);
+        rs.release(a, true);
         assert!(rs.is_empty());
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rand::{rngs::SmallRng, RngExt};
 
-use super::flights::NewFlight;
+use super::flights::{NewFlight, Origin};
 use super::jat::{self, fits_verbatim, is_token};
 use super::DropReason;
 use super::{hash, reply, Condition, ErrorType, Method, Proxy, Stanza, Time, Verdict};
@@ -218,14 +218,21 @@ impl<P: Clone> Proxy<P> {
             return reply(ErrorType::Wait, Condition::ResourceConstraint);
         }
         let known = self.requesters.find(&u);
-        let rq = self.requesters.acquire(&u, known, &mut self.rng);
+        // Not counted against U's own limit (B4 is for U's requests).
+        let rq = self.requesters.acquire(&u, known, false, &mut self.rng);
         let new_id: Rc<str> = loop {
             let candidate = format!("cp{:016x}", self.rng.random::<u64>());
             if self.flights.find(rq, &candidate).is_none() {
                 break candidate.into();
             }
         };
-        let origin: Rc<str> = id.into();
+        // Answered from the very address the service asked, whatever name
+        // of U (JID, request token or message token) it used.
+        let origin = Origin {
+            id: id.into(),
+            asked: s.to.into(),
+        };
+        let key = (asker, origin.id.clone());
         let f = self.flights.insert(NewFlight {
             requester: rq,
             id: &new_id,
@@ -235,9 +242,9 @@ impl<P: Clone> Proxy<P> {
             sent_at: now,
             deadline: now.saturating_add(self.timeout),
             payload: None,
-            origin: Some(origin.clone()),
+            origin: Some(origin),
         });
-        self.origins.insert((asker, origin), f);
+        self.origins.insert(key, f);
         Verdict::Forward {
             from: self.host.clone(),
             to: u,
@@ -255,17 +262,14 @@ impl<P: Clone> Proxy<P> {
         let Some(f) = flight else {
             return Verdict::Pass(DropReason::Unanswerable);
         };
-        let from = self
-            .requesters
-            .proxied(self.flights.get(f).requester)
-            .clone();
         let to = self.resources.jid(self.flights.get(f).resource).clone();
         let (flight, _) = self.forget(f);
+        let origin = flight.origin.expect("the service's request");
         Verdict::Forward {
-            from,
+            from: origin.asked,
             to,
             rtt: Some(now.saturating_since(flight.sent_at)),
-            id: flight.origin,
+            id: Some(origin.id),
         }
     }
 }

@@ -242,7 +242,7 @@ impl<P: Clone> Proxy<P> {
                 Condition::ServiceUnavailable,
             );
         };
-        let rq = self.requesters.acquire(s.from, known, &mut self.rng);
+        let rq = self.requesters.acquire(s.from, known, true, &mut self.rng);
         let payload = (self.config.attempts > 1).then(payload).flatten();
         self.flights.insert(NewFlight {
             requester: rq,

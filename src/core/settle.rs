@@ -132,11 +132,12 @@ impl<P: Clone> Proxy<P> {
         match &flight.origin {
             None => self.resources.drop_load(flight.resource),
             Some(origin) => {
-                self.origins.remove(&(flight.resource, origin.clone()));
+                self.origins.remove(&(flight.resource, origin.id.clone()));
             }
         }
         let to = self.requesters.jid(flight.requester).clone();
-        self.requesters.release(flight.requester);
+        self.requesters
+            .release(flight.requester, flight.origin.is_none());
         (flight, to)
     }
 
@@ -156,9 +157,9 @@ impl<P: Clone> Proxy<P> {
                 }
             }
             Some(origin) => Action::Error {
-                from: Some(self.requesters.proxied(flight.requester).to_string()),
+                from: Some(origin.asked.to_string()),
                 to: self.resources.jid(flight.resource).to_string(),
-                id: origin.to_string(),
+                id: origin.id.to_string(),
                 error,
             },
         };

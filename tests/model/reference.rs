@@ -403,13 +403,6 @@ impl Model {
             .count() as u32
     }
 
-    /// What the core counts instead (see the CORE BUG in `Run::request`):
-    /// U's own requests and those of the service's to U.
-    pub fn per_bare_with_asked(&self, u: &str) -> u32 {
-        let asked = self.two.outbound.values().filter(|o| bare(&o.u) == bare(u));
-        self.per_bare(u) + asked.count() as u32
-    }
-
     /// Records a send to `r` of a request in flight.
     pub fn resend(&mut self, key: &Key, r: &str, not_me: bool) {
         let flight = self.flights.get_mut(key).unwrap();

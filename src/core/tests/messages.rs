@@ -263,3 +263,48 @@ fn o5_a_resource_that_goes_offline_forgets_its_requests() {
         }]
     );
 }
+
+#[test]
+fn o4_the_services_requests_do_not_count_against_the_requesters_own_limit() {
+    let mut s = sim_with(|c| {
+        c.outbound_iq = true;
+        c.max_in_flight_per_requester = 1;
+    });
+    s.online("a");
+    let enc = format!("{P}/{U}");
+    for id in ["o1", "o2"] {
+        forwarded(s.handle(Stanza::iq("get", &tr("a"), &enc, id)));
+    }
+    s.request("get", U, "own");
+}
+
+#[test]
+fn o2_o3_answers_come_from_the_address_the_service_asked_whatever_name_it_used() {
+    let mut s = sim_with(|c| {
+        c.outbound_iq = true;
+        c.messages = true;
+        c.timeout = 5.0;
+    });
+    s.online("a");
+    // A requester that cannot be a resource, known by its message token...
+    let long = format!("u@example.org/{}", "z".repeat(1100));
+    let (as_peer, _, _) = forwarded(s.handle(Stanza::message(None, &long, P)));
+    // ...and by another token while a request of its own is in flight.
+    let (as_requester, _) = s.request("get", &long, "own");
+    assert_ne!(as_peer, as_requester);
+    let (_, to, id) = forwarded(s.handle(Stanza::iq("get", &tr("a"), &as_peer, "q1")));
+    assert_eq!(to, long);
+    let (from, _, _) = forwarded(s.handle(Stanza::iq("result", &long, P, &id.unwrap())));
+    assert_eq!(from, as_peer);
+    forwarded(s.handle(Stanza::iq("get", &tr("a"), &as_peer, "q2")));
+    s.advance(5.0);
+    let timeouts: Vec<_> = s
+        .actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Error { from, id, .. } if id == "q2" => from,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(timeouts, [as_peer]);
+}
