@@ -200,6 +200,8 @@ pub struct ProsodyBuilder {
     log_level: String,
     /// Serve HTTP (with `mod_http_openmetrics`) on 127.0.0.1.
     http: bool,
+    /// Open the component port (XEP-0114) on 127.0.0.1.
+    component_port: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -227,6 +229,7 @@ impl ProsodyBuilder {
             users: Vec::new(),
             log_level: "debug".to_owned(),
             http: false,
+            component_port: false,
         }
     }
 
@@ -268,6 +271,19 @@ impl ProsodyBuilder {
             module: module.to_owned(),
             options: options.to_owned(),
         });
+        self
+    }
+
+    /// Adds `Component "host"` with no module, for an external (XEP-0114)
+    /// component that authenticates with `secret`, and opens the component
+    /// port on 127.0.0.1 on a free port (see [`Prosody::component_addr`]).
+    pub fn external_component(mut self, host: &str, secret: &str) -> Self {
+        self.components.push(ComponentSpec {
+            host: host.to_owned(),
+            module: String::new(),
+            options: format!("component_secret = {}", lua_str(secret)),
+        });
+        self.component_port = true;
         self
     }
 
@@ -331,6 +347,7 @@ impl ProsodyBuilder {
             config: self,
             port: 0,
             http_port: 0,
+            component_port: 0,
         };
         for sub in ["data", "certs", "plugins"] {
             fs::create_dir(server.dir.join(sub))?;
@@ -363,12 +380,22 @@ pub struct Prosody {
     port: u16,
     /// 0 unless [`ProsodyBuilder::http`].
     http_port: u16,
+    /// 0 unless [`ProsodyBuilder::external_component`].
+    component_port: u16,
 }
 
 impl Prosody {
     /// Where clients connect (plain TCP, no TLS).
     pub fn c2s_addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// Where external components connect (XEP-0114), if
+    /// [`ProsodyBuilder::external_component`] asked for it; the same across
+    /// [`restart`](Self::restart)s.
+    pub fn component_addr(&self) -> Option<SocketAddr> {
+        (self.component_port != 0)
+            .then(|| SocketAddr::from((Ipv4Addr::LOCALHOST, self.component_port)))
     }
 
     /// Where HTTP is served (plain, no TLS), if [`ProsodyBuilder::http`]
@@ -590,7 +617,13 @@ impl Prosody {
         line("local_interfaces = { \"127.0.0.1\" }".into());
         line("c2s_interfaces = { \"127.0.0.1\" }".into());
         line(format!("c2s_ports = {{ {} }}", self.port));
-        let mut closed = vec!["c2s_direct_tls", "legacy_ssl", "s2s", "component", "https"];
+        let mut closed = vec!["c2s_direct_tls", "legacy_ssl", "s2s", "https"];
+        if cfg.component_port {
+            line(format!("component_ports = {{ {} }}", self.component_port));
+            line("component_interfaces = { \"127.0.0.1\" }".into());
+        } else {
+            closed.push("component");
+        }
         if cfg.http {
             line(format!("http_ports = {{ {} }}", self.http_port));
             line("http_interfaces = { \"127.0.0.1\" }".into());
@@ -634,11 +667,15 @@ impl Prosody {
         }
         for component in &cfg.components {
             line(String::new());
-            line(format!(
-                "Component {} {}",
-                lua_str(&component.host),
-                lua_str(&component.module)
-            ));
+            if component.module.is_empty() {
+                line(format!("Component {}", lua_str(&component.host)));
+            } else {
+                line(format!(
+                    "Component {} {}",
+                    lua_str(&component.host),
+                    lua_str(&component.module)
+                ));
+            }
             for option in component.options.lines() {
                 line(format!("\t{}", option.trim()));
             }
@@ -724,6 +761,9 @@ impl Prosody {
         if self.config.http {
             self.http_port = free_port()?;
         }
+        if self.config.component_port {
+            self.component_port = free_port()?;
+        }
         Ok(())
     }
 
@@ -732,6 +772,9 @@ impl Prosody {
         let mut ports = vec![self.port];
         if self.config.http {
             ports.push(self.http_port);
+        }
+        if self.config.component_port {
+            ports.push(self.component_port);
         }
         let port_failed: Vec<String> = ports
             .iter()
