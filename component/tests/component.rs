@@ -42,6 +42,13 @@ impl Running {
         false
     }
 
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// SIGTERM, and its exit status.
     fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
@@ -63,10 +70,7 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill();
         if std::thread::panicking() {
             eprintln!("--- component log ---\n{}", self.log());
         }
@@ -396,6 +400,25 @@ async fn the_component_reconnects_after_a_server_restart_and_relearns_the_resour
         "{}",
         String::from(&reply)
     );
+}
+
+#[tokio::test]
+async fn a_new_component_learns_the_resources_already_online_by_probe() {
+    let mut s = setup("");
+    let _r1 = spawn_echo(s.service("r1").await);
+    // Another instance takes over: r1 sends no new presence, yet it is
+    // learned (the subscribe is answered subscribed, then the probe).
+    s.component.kill();
+    s.component = start_component(&s.prosody, "");
+    assert!(
+        s.component
+            .wait_for_log(&format!("{TARGET}/r1 is online"), 1, WAIT),
+        "{}",
+        s.component.log()
+    );
+    let mut alice = s.client("alice").await;
+    let reply = get(&mut alice, "again").await.expect("a reply");
+    assert_eq!(served(&reply).0, "r1");
 }
 
 #[tokio::test]
