@@ -52,20 +52,16 @@ fn request_reply(c: &mut Criterion) {
         let mut p = proxy_with(resources, HELD, config);
         let now = Time::from_micros(2);
         let u = "alice@example.org/phone";
-        group.bench_with_input(
-            BenchmarkId::new(name, resources),
-            &resources,
-            |b, _| {
-                b.iter(|| {
-                    let Verdict::Forward { from, to, .. } =
-                        p.handle(Stanza::iq("get", u, P, "q"), now, || Some(1))
-                    else {
-                        panic!("not forwarded")
-                    };
-                    black_box(p.handle(Stanza::iq("result", &to, &from, "q"), now, || None))
-                })
-            },
-        );
+        group.bench_with_input(BenchmarkId::new(name, resources), &resources, |b, _| {
+            b.iter(|| {
+                let Verdict::Forward { from, to, .. } =
+                    p.handle(Stanza::iq("get", u, P, "q"), now, || Some(1))
+                else {
+                    panic!("not forwarded")
+                };
+                black_box(p.handle(Stanza::iq("result", &to, &from, "q"), now, || None))
+            })
+        });
     }
     group.finish();
 }
