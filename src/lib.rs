@@ -2,12 +2,13 @@
 //! one online resource of an XMPP account, and the reply back.
 //!
 //! The crate has two halves. [`core`] is the routing state machine, free of
-//! Lua, sockets and clocks. `glue` (built with the `module` feature, or for
-//! tests) turns it into a Lua module that the Prosody plugin
+//! Lua, sockets and clocks. `glue` (built with a Lua feature: `module` for
+//! Prosody, or a linked Lua for tests) turns it into a Lua module that the Prosody plugin
 //! `lua/mod_client_proxy.lua` loads.
 
 pub mod core;
 mod error;
+#[cfg(feature = "mlua")]
 mod glue;
 
 pub use error::Error;
@@ -24,5 +25,5 @@ fn client_proxy(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
     glue::exports(lua)
 }
 
-#[cfg(not(feature = "module"))]
+#[cfg(all(feature = "mlua", not(feature = "module")))]
 pub use glue::exports;

@@ -47,6 +47,8 @@ pub struct ProsodyBuilder {
     log_level: String,
     /// Serve HTTP (with `mod_http_openmetrics`) on 127.0.0.1.
     pub(super) http: bool,
+    /// Open the component port (XEP-0114) on 127.0.0.1.
+    pub(super) component_port: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +76,7 @@ impl ProsodyBuilder {
             users: Vec::new(),
             log_level: "debug".to_owned(),
             http: false,
+            component_port: false,
         }
     }
 
@@ -115,6 +118,19 @@ impl ProsodyBuilder {
             module: module.to_owned(),
             options: options.to_owned(),
         });
+        self
+    }
+
+    /// Adds `Component "host"` with no module, for an external (XEP-0114)
+    /// component that authenticates with `secret`, and opens the component
+    /// port on 127.0.0.1 on a free port (see [`Prosody::component_addr`]).
+    pub fn external_component(mut self, host: &str, secret: &str) -> Self {
+        self.components.push(ComponentSpec {
+            host: host.to_owned(),
+            module: String::new(),
+            options: format!("component_secret = {}", lua_str(secret)),
+        });
+        self.component_port = true;
         self
     }
 
@@ -178,6 +194,7 @@ impl ProsodyBuilder {
             config: self,
             port: 0,
             http_port: 0,
+            component_port: 0,
         };
         for sub in ["data", "certs", "plugins"] {
             fs::create_dir(server.dir.join(sub))?;
@@ -187,7 +204,7 @@ impl ProsodyBuilder {
             Some(port) => port,
             None => free_port()?,
         };
-        server.pick_http_port()?;
+        server.pick_extra_ports()?;
         server.write_config()?;
         server.register_all(&users)?;
         server.launch()?;
@@ -241,7 +258,13 @@ impl Prosody {
         line("local_interfaces = { \"127.0.0.1\" }".into());
         line("c2s_interfaces = { \"127.0.0.1\" }".into());
         line(format!("c2s_ports = {{ {} }}", self.port));
-        let mut closed = vec!["c2s_direct_tls", "legacy_ssl", "s2s", "component", "https"];
+        let mut closed = vec!["c2s_direct_tls", "legacy_ssl", "s2s", "https"];
+        if cfg.component_port {
+            line(format!("component_ports = {{ {} }}", self.component_port));
+            line("component_interfaces = { \"127.0.0.1\" }".into());
+        } else {
+            closed.push("component");
+        }
         if cfg.http {
             line(format!("http_ports = {{ {} }}", self.http_port));
             line("http_interfaces = { \"127.0.0.1\" }".into());
@@ -285,11 +308,15 @@ impl Prosody {
         }
         for component in &cfg.components {
             line(String::new());
-            line(format!(
-                "Component {} {}",
-                lua_str(&component.host),
-                lua_str(&component.module)
-            ));
+            if component.module.is_empty() {
+                line(format!("Component {}", lua_str(&component.host)));
+            } else {
+                line(format!(
+                    "Component {} {}",
+                    lua_str(&component.host),
+                    lua_str(&component.module)
+                ));
+            }
             for option in component.options.lines() {
                 line(format!("\t{}", option.trim()));
             }

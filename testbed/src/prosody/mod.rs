@@ -70,12 +70,31 @@ pub struct Prosody {
     port: u16,
     /// 0 unless [`ProsodyBuilder::http`].
     http_port: u16,
+    /// 0 unless [`ProsodyBuilder::external_component`].
+    component_port: u16,
 }
 
 impl Prosody {
     /// Where clients connect (plain TCP, no TLS).
     pub fn c2s_addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// Where external components connect (XEP-0114), if
+    /// [`ProsodyBuilder::external_component`] asked for it; the same across
+    /// [`restart`](Self::restart)s.
+    pub fn component_addr(&self) -> Option<SocketAddr> {
+        (self.component_port != 0)
+            .then(|| SocketAddr::from((Ipv4Addr::LOCALHOST, self.component_port)))
+    }
+
+    /// Fresh ports for what is served besides c2s.
+    pub(super) fn pick_extra_ports(&mut self) -> io::Result<()> {
+        self.pick_http_port()?;
+        if self.config.component_port {
+            self.component_port = free_port()?;
+        }
+        Ok(())
     }
 
     /// Process id of the server (0 after a failed [`restart`](Self::restart)).
@@ -125,7 +144,7 @@ impl Prosody {
                 Err(Startup::PortTaken) if attempt < PORT_ATTEMPTS => {
                     self.terminate();
                     self.port = free_port()?;
-                    self.pick_http_port()?;
+                    self.pick_extra_ports()?;
                     self.write_config()?;
                 }
                 Err(Startup::PortTaken) => {
@@ -191,6 +210,9 @@ impl Prosody {
         let mut ports = vec![self.port];
         if self.config.http {
             ports.push(self.http_port);
+        }
+        if self.config.component_port {
+            ports.push(self.component_port);
         }
         let port_failed: Vec<String> = ports
             .iter()

@@ -1,0 +1,309 @@
+//! client_proxy as a standalone XEP-0114 component: the same routing core as
+//! the Prosody module, for any XMPP server with a component port.
+//!
+//! As the module's Lua shim does, this reads the attributes of each stanza
+//! into the core, applies the verdict to the element it holds, and sends
+//! what the core queues; one timer waits for the next deadline.
+
+mod log;
+mod settings;
+mod stanzas;
+mod stream;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use client_proxy::core::{Action, Proxy, Sticky, Time, Verdict};
+use minidom::Element;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::time::{sleep, sleep_until, timeout, Instant};
+
+use log::Level;
+use settings::{Parsed, Settings};
+use stream::{Connection, Incoming};
+
+fn main() -> ExitCode {
+    let settings = match settings::parse(std::env::args().skip(1)) {
+        Ok(Parsed::Run(s)) => s,
+        Ok(Parsed::Help) => {
+            print!("{}", settings::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    log::set_level(settings.log_level);
+    let proxy = match Proxy::new(settings.config.clone(), rand::random()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {}", settings::describe(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(Component::new(*settings, proxy).run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::log(Level::Error, &e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM and SIGINT.
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// How a connection ended.
+enum End {
+    Shutdown,
+    Lost(String),
+}
+
+struct Component {
+    settings: Settings,
+    proxy: Proxy<Element>,
+    epoch: Instant,
+    sticky_path: Option<String>,
+}
+
+impl Component {
+    fn new(settings: Settings, proxy: Proxy<Element>) -> Component {
+        let sticky_path = match &settings.config.sticky {
+            Sticky::Path(p) => Some(p.clone()),
+            _ => None,
+        };
+        Component {
+            settings,
+            proxy,
+            epoch: Instant::now(),
+            sticky_path,
+        }
+    }
+
+    fn now(&self) -> Time {
+        Time::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    fn instant(&self, t: Time) -> Instant {
+        self.epoch + Duration::from_micros(t.as_micros())
+    }
+
+    async fn run(mut self) -> Result<(), String> {
+        let mut signals = Signals::new().map_err(|e| format!("cannot handle signals: {e}"))?;
+        let (server, domain) = (
+            self.settings.server.clone(),
+            self.settings.config.host.clone(),
+        );
+        let mut failures = 0;
+        loop {
+            let connected = tokio::select! {
+                c = stream::connect(&server, &domain, &self.settings.secret) => c,
+                () = signals.recv() => return self.shut_down_offline(),
+            };
+            let end = match connected {
+                Ok(mut conn) => {
+                    failures = 0;
+                    log::log(Level::Info, &format!("Connected to {server} as {domain}"));
+                    self.serve(&mut conn, &mut signals).await
+                }
+                Err(e) => End::Lost(format!("cannot connect to {server}: {e}")),
+            };
+            match end {
+                End::Shutdown => return Ok(()),
+                End::Lost(why) => {
+                    let wait = settings::backoff(failures);
+                    failures += 1;
+                    log::log(
+                        Level::Warn,
+                        &format!("{why}; connecting again in {:.1} s", wait.as_secs_f64()),
+                    );
+                    tokio::select! {
+                        () = sleep(wait) => {}
+                        () = signals.recv() => return self.shut_down_offline(),
+                    }
+                }
+            }
+        }
+    }
+
+    /// A signal while no stream is up: nothing can be answered.
+    fn shut_down_offline(&mut self) -> Result<(), String> {
+        self.proxy.close();
+        let lost = std::iter::from_fn(|| self.proxy.poll_action())
+            .filter(|a| matches!(a, Action::Error { .. }))
+            .count();
+        log::log(
+            Level::Info,
+            &format!("Stopping while disconnected: {lost} request(s) in flight left unanswered"),
+        );
+        Ok(())
+    }
+
+    /// One connection, from the handshake to its end.
+    async fn serve(&mut self, conn: &mut Connection, signals: &mut Signals) -> End {
+        let now = self.now();
+        // What was in flight when the last stream dropped: past its deadline,
+        // C2; the rest as C3 settles requests whose resources are all gone.
+        self.proxy.expire(now);
+        let (target, host) = (
+            self.settings.config.target.clone(),
+            self.settings.config.host.clone(),
+        );
+        let gone = client_proxy::core::Stanza::presence(Some("unavailable"), &target, &host);
+        self.proxy.handle(gone, now, || None);
+        // The subscription request only; the probe follows its approval.
+        // A target's server answers a subscribe from a contact already
+        // approved with `subscribed` at once (RFC 6121 §3.1.3), and that
+        // makes the core probe (A4). A probe sent right away, as the module
+        // sends one, would cancel a first request that is still pending:
+        // Prosody answers a probe from a contact without a subscription
+        // with `unsubscribed` on the target's behalf.
+        let subscribe = stanzas::presence(&host, &target, Some("subscribe"));
+        let sent = match self.flush(conn).await {
+            Ok(()) => conn.send(&subscribe).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            return End::Lost(format!("write error: {e}"));
+        }
+        loop {
+            let deadline = self.proxy.next_deadline().map(|t| self.instant(t));
+            let result = tokio::select! {
+                () = signals.recv() => return self.shut_down(conn).await,
+                incoming = conn.incoming.recv() => match incoming {
+                    Some(Incoming::Stanza(e)) => self.handle(conn, e).await,
+                    Some(Incoming::Closed(why)) => return End::Lost(why),
+                    None => return End::Lost("the reader stopped".into()),
+                },
+                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    self.proxy.expire(self.now());
+                    self.flush(conn).await
+                }
+            };
+            if let Err(e) = result {
+                return End::Lost(format!("write error: {e}"));
+            }
+        }
+    }
+
+    /// C4, then the end of the stream.
+    async fn shut_down(&mut self, conn: &mut Connection) -> End {
+        log::log(
+            Level::Info,
+            &format!(
+                "Stopping: answering {} request(s) in flight",
+                self.proxy.in_flight()
+            ),
+        );
+        self.proxy.close();
+        let _ = self.flush(conn).await;
+        let _ = conn.close().await;
+        // The server closes its side once it has taken everything.
+        let _ = timeout(Duration::from_secs(2), async {
+            while let Some(Incoming::Stanza(_)) = conn.incoming.recv().await {}
+        })
+        .await;
+        End::Shutdown
+    }
+
+    async fn handle(&mut self, conn: &mut Connection, mut e: Element) -> std::io::Result<()> {
+        let now = self.now();
+        let read = stanzas::read(&e, self.sticky_path.as_deref());
+        let verdict = {
+            let s = stanzas::stanza(&e, &read);
+            let e = &e;
+            self.proxy.handle(s, now, || Some(e.clone()))
+        };
+        self.flush(conn).await?;
+        match verdict {
+            Verdict::Forward { from, to, id, .. } => {
+                stanzas::set(&mut e, "from", &from);
+                stanzas::set(&mut e, "to", &to);
+                if let Some(id) = id {
+                    stanzas::set(&mut e, "id", &id);
+                }
+                conn.send(&e).await
+            }
+            Verdict::Reply(error) => conn.send(&stanzas::error_reply(&e, error)).await,
+            Verdict::Drop(reason) | Verdict::Pass(reason) => {
+                if log::enabled(Level::Debug) {
+                    log::log(
+                        Level::Debug,
+                        &format!("Dropped ({}) {}", reason.as_str(), describe(&e)),
+                    );
+                }
+                Ok(())
+            }
+            Verdict::Done => Ok(()),
+        }
+    }
+
+    /// Sends what the core queued.
+    async fn flush(&mut self, conn: &mut Connection) -> std::io::Result<()> {
+        let host = self.settings.config.host.clone();
+        while let Some(action) = self.proxy.poll_action() {
+            match action {
+                Action::Presence { ty, to } => {
+                    conn.send(&stanzas::presence(&host, &to, ty.as_attr()))
+                        .await?
+                }
+                Action::Error {
+                    from,
+                    to,
+                    id,
+                    error,
+                } => {
+                    let from = from.as_deref().unwrap_or(&host);
+                    conn.send(&stanzas::error_iq(from, &to, &id, error)).await?
+                }
+                Action::Resend {
+                    mut payload,
+                    from,
+                    to,
+                } => {
+                    stanzas::set(&mut payload, "from", &from);
+                    stanzas::set(&mut payload, "to", &to);
+                    conn.send(&payload).await?
+                }
+                Action::Log { level, message } => log::log(log::from_core(level), &message),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe(e: &Element) -> String {
+    let a = |n: &str| e.attr(n).unwrap_or("nil").to_owned();
+    format!(
+        "{} type={} id={} from={} to={}",
+        e.name(),
+        a("type"),
+        a("id"),
+        a("from"),
+        a("to")
+    )
+}

@@ -1,0 +1,478 @@
+//! The SPEC's rows through the standalone component: a real Prosody with
+//! `Component "proxy.localhost"` and no module, the component binary on its
+//! component port, and real clients.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use client_proxy_testbed::{
+    error_condition, iq, ping, spawn_echo, EchoMode, Prosody, ProsodyBuilder, TempDir, Xmpp,
+    PASSWORD, PROXY, TARGET,
+};
+use minidom::Element;
+
+const WAIT: Duration = Duration::from_secs(5);
+const SECRET: &str = "component-secret";
+
+/// The binary, running until dropped (killed then, never left running).
+struct Running {
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl Running {
+    fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("component.log")
+    }
+
+    fn wait_for_log(&self, needle: &str, count: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().matches(needle).count() >= count {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and its exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: a plain kill(2) of our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the component did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- component log ---\n{}", self.log());
+        }
+    }
+}
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_client-proxy-component"))
+}
+
+/// Starts the binary with this TOML (plus `extra` lines).
+fn start_component(prosody: &Prosody, extra: &str) -> Running {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("component.toml");
+    fs::write(
+        &config,
+        format!(
+            "domain = \"{PROXY}\"\nserver = \"{}\"\nsecret = \"{SECRET}\"\n\
+             target_address = \"{TARGET}\"\nlog_level = \"debug\"\n{extra}\n",
+            prosody.component_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let log = fs::File::create(dir.path().join("component.log")).unwrap();
+    let child = binary()
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start the component");
+    let running = Running {
+        child: Some(child),
+        dir,
+    };
+    assert!(
+        running.wait_for_log("Connected to", 1, WAIT),
+        "the component did not connect:\n{}",
+        running.log()
+    );
+    running
+}
+
+struct Setup {
+    prosody: Prosody,
+    component: Running,
+    approved: bool,
+}
+
+fn setup(extra: &str) -> Setup {
+    let prosody = ProsodyBuilder::new()
+        .external_component(PROXY, SECRET)
+        .user(TARGET, PASSWORD)
+        .user("alice@localhost", PASSWORD)
+        .user("bob@localhost", PASSWORD)
+        .start()
+        .expect("start Prosody");
+    let component = start_component(&prosody, extra);
+    Setup {
+        prosody,
+        component,
+        approved: false,
+    }
+}
+
+impl Setup {
+    async fn connect(&self, jid: &str) -> Xmpp {
+        Xmpp::connect(self.prosody.c2s_addr(), jid, PASSWORD)
+            .await
+            .unwrap_or_else(|e| panic!("{jid} cannot log in: {e}"))
+    }
+
+    /// A resource of the service, online and known to the component. The
+    /// first one approves the component's subscription, as the README says.
+    async fn service(&mut self, resource: &str) -> Xmpp {
+        let mut client = self.connect(&format!("{TARGET}/{resource}")).await;
+        client.send_presence(None, 0).await.unwrap();
+        if !self.approved {
+            let subscribe = client
+                .recv_matching(WAIT, |s| {
+                    s.name() == "presence"
+                        && s.attr("type") == Some("subscribe")
+                        && s.attr("from") == Some(PROXY)
+                })
+                .await;
+            assert!(subscribe.is_some(), "no subscription request from {PROXY}");
+            client.send_raw_presence("subscribed", PROXY).await.unwrap();
+            self.approved = true;
+        }
+        let online = format!("{TARGET}/{resource} is online");
+        let before = self.component.log().matches(&online).count();
+        assert!(
+            self.component.wait_for_log(&online, before.max(1), WAIT),
+            "the component did not learn {resource}"
+        );
+        client.sync().await;
+        client
+    }
+
+    async fn client(&self, user: &str) -> Xmpp {
+        self.connect(&format!("{user}@localhost/phone")).await
+    }
+}
+
+async fn get(client: &mut Xmpp, id: &str) -> Option<Element> {
+    client.request(PROXY, "get", id, ping(), WAIT).await
+}
+
+fn served(reply: &Element) -> (String, String) {
+    let s = reply
+        .get_child("served", "urn:client-proxy:testbed")
+        .unwrap_or_else(|| panic!("not served by the echo service: {}", String::from(reply)));
+    (
+        s.attr("resource").unwrap().into(),
+        s.attr("from").unwrap().into(),
+    )
+}
+
+fn assert_error(reply: Option<Element>, ty: &str, condition: &str) {
+    let reply = reply.expect("an error reply");
+    assert_eq!(
+        error_condition(&reply),
+        Some((ty.to_string(), condition.to_string())),
+        "{}",
+        String::from(&reply)
+    );
+}
+
+#[tokio::test]
+async fn b1_a8_requests_and_replies_go_through_the_component() {
+    let mut s = setup("");
+    let _r1 = spawn_echo(s.service("r1").await);
+    let _r2 = spawn_echo(s.service("r2").await);
+    let mut alice = s.client("alice").await;
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        let id = format!("q{i}");
+        let reply = get(&mut alice, &id).await.expect("a reply");
+        assert_eq!(reply.attr("type"), Some("result"));
+        assert_eq!(reply.attr("from"), Some(PROXY));
+        assert_eq!(reply.attr("id"), Some(id.as_str()));
+        let (resource, from) = served(&reply);
+        assert_eq!(from, format!("{PROXY}/alice@localhost/phone"));
+        seen.insert(resource);
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["r1", "r2"]);
+}
+
+#[tokio::test]
+async fn b2_no_resource_online_is_service_unavailable() {
+    let s = setup("");
+    let mut alice = s.client("alice").await;
+    assert_error(get(&mut alice, "1").await, "cancel", "service-unavailable");
+}
+
+#[tokio::test]
+async fn b3_the_same_id_in_flight_is_a_conflict() {
+    let mut s = setup("");
+    let mut svc = s.service("r1").await;
+    let mut alice = s.client("alice").await;
+    alice
+        .send(iq("get", "dup", PROXY, Some(ping())))
+        .await
+        .unwrap();
+    let req = svc.recv_matching(WAIT, |s| s.name() == "iq").await.unwrap();
+    alice
+        .send(iq("get", "dup", PROXY, Some(ping())))
+        .await
+        .unwrap();
+    assert_error(
+        alice.recv_matching(WAIT, |s| s.name() == "iq").await,
+        "cancel",
+        "conflict",
+    );
+    svc.send(iq("result", "dup", req.attr("from").unwrap(), None))
+        .await
+        .unwrap();
+    let reply = alice
+        .recv_matching(WAIT, |s| s.name() == "iq")
+        .await
+        .unwrap();
+    assert_eq!(
+        (reply.attr("type"), reply.attr("id")),
+        (Some("result"), Some("dup"))
+    );
+}
+
+#[tokio::test]
+async fn c2_a9_no_reply_times_out_and_a_late_reply_is_dropped() {
+    let mut s = setup("timeout = 1");
+    let mut svc = s.service("r1").await;
+    let mut alice = s.client("alice").await;
+    alice
+        .send(iq("get", "slow", PROXY, Some(ping())))
+        .await
+        .unwrap();
+    let req = svc.recv_matching(WAIT, |s| s.name() == "iq").await.unwrap();
+    let reply = alice.recv_matching(WAIT, |s| s.name() == "iq").await;
+    assert_eq!(reply.as_ref().and_then(|r| r.attr("from")), Some(PROXY));
+    assert_eq!(reply.as_ref().and_then(|r| r.attr("id")), Some("slow"));
+    assert_error(reply, "wait", "remote-server-timeout");
+    // A9: the late reply, and one that matches nothing, reach nobody.
+    let proxied = req.attr("from").unwrap();
+    svc.send(iq("result", "slow", proxied, None)).await.unwrap();
+    svc.send(iq("result", "never-asked", proxied, None))
+        .await
+        .unwrap();
+    assert!(alice.recv(Duration::from_millis(1500)).await.is_none());
+    assert!(s.component.wait_for_log("Dropped (unmatched)", 2, WAIT));
+}
+
+#[tokio::test]
+async fn c3_a_get_held_by_a_killed_resource_goes_to_another() {
+    let mut s = setup("");
+    let mut r1 = s.service("r1").await;
+    let r2 = s.service("r2").await;
+    let r2 = spawn_echo(r2);
+    r2.set_mode(EchoMode::Silent);
+    let mut alice = s.client("alice").await;
+    // Until r1 holds one: r2 holds the others, unanswered.
+    let mut n = 0;
+    let held = loop {
+        n += 1;
+        alice
+            .send(iq("get", &format!("g{n}"), PROXY, Some(ping())))
+            .await
+            .unwrap();
+        let req = r1
+            .recv_matching(Duration::from_millis(300), |s| s.name() == "iq")
+            .await;
+        if let Some(req) = req {
+            break req.attr("id").unwrap().to_owned();
+        }
+        assert!(n < 30, "r1 never got a request");
+    };
+    r2.set_mode(EchoMode::Answer);
+    r1.kill();
+    // r2 was silent before: the request r1 held is the one it now answers.
+    let reply = alice
+        .recv_matching(Duration::from_secs(30), |s| {
+            s.name() == "iq" && s.attr("id") == Some(held.as_str())
+        })
+        .await
+        .expect("the held request is answered");
+    assert_eq!(
+        reply.attr("type"),
+        Some("result"),
+        "{}",
+        String::from(&reply)
+    );
+    assert_eq!(served(&reply).0, "r2");
+}
+
+#[tokio::test]
+async fn d5_d6_a_stray_answering_feature_not_implemented_is_skipped_then_ejected() {
+    let mut s = setup("balance = \"round_robin\"");
+    let stray = spawn_echo(s.service("stray").await);
+    stray.set_mode(EchoMode::Refuse("feature-not-implemented"));
+    let _real = spawn_echo(s.service("real").await);
+    let mut alice = s.client("alice").await;
+    for i in 0..6 {
+        let reply = get(&mut alice, &format!("d{i}")).await.expect("a reply");
+        assert_eq!(
+            reply.attr("type"),
+            Some("result"),
+            "{}",
+            String::from(&reply)
+        );
+        assert_eq!(served(&reply).0, "real");
+    }
+    assert!(s.component.wait_for_log("Ejected localhost", 0, WAIT));
+    assert!(
+        s.component
+            .log()
+            .contains(&format!("Ejected {TARGET}/stray")),
+        "{}",
+        s.component.log()
+    );
+    // Ejected: it gets no more requests.
+    let before = stray.served();
+    for i in 0..4 {
+        get(&mut alice, &format!("e{i}")).await.expect("a reply");
+    }
+    assert_eq!(stray.served(), before);
+}
+
+#[tokio::test]
+async fn the_component_reconnects_after_a_server_restart_and_relearns_the_resources() {
+    let mut s = setup("");
+    let mut svc = s.service("r1").await;
+    let mut alice = s.client("alice").await;
+    // One request in flight when the server goes away.
+    alice
+        .send(iq("get", "lost", PROXY, Some(ping())))
+        .await
+        .unwrap();
+    svc.recv_matching(WAIT, |s| s.name() == "iq").await.unwrap();
+    s.prosody.restart().expect("restart Prosody");
+    assert!(
+        s.component
+            .wait_for_log("Connected to", 2, Duration::from_secs(20)),
+        "no reconnection:\n{}",
+        s.component.log()
+    );
+    // The request that was lost is answered (its requester is gone too, so
+    // only the log can tell).
+    assert!(
+        s.component
+            .wait_for_log("went offline holding 1 request(s)", 1, WAIT),
+        "{}",
+        s.component.log()
+    );
+    // The resource comes back; the subscription is in the roster still, and
+    // the component's probe learns it.
+    let mut svc = s.connect(&format!("{TARGET}/r1")).await;
+    svc.send_presence(None, 0).await.unwrap();
+    assert!(s
+        .component
+        .wait_for_log(&format!("{TARGET}/r1 is online"), 2, WAIT));
+    let _svc = spawn_echo(svc);
+    let mut alice = s.client("alice").await;
+    let reply = get(&mut alice, "after").await.expect("a reply");
+    assert_eq!(
+        reply.attr("type"),
+        Some("result"),
+        "{}",
+        String::from(&reply)
+    );
+}
+
+#[tokio::test]
+async fn a_new_component_learns_the_resources_already_online_by_probe() {
+    let mut s = setup("");
+    let _r1 = spawn_echo(s.service("r1").await);
+    // Another instance takes over: r1 sends no new presence, yet it is
+    // learned (the subscribe is answered subscribed, then the probe).
+    s.component.kill();
+    s.component = start_component(&s.prosody, "");
+    assert!(
+        s.component
+            .wait_for_log(&format!("{TARGET}/r1 is online"), 1, WAIT),
+        "{}",
+        s.component.log()
+    );
+    let mut alice = s.client("alice").await;
+    let reply = get(&mut alice, "again").await.expect("a reply");
+    assert_eq!(served(&reply).0, "r1");
+}
+
+#[tokio::test]
+async fn c4_sigterm_answers_what_is_in_flight_and_closes_the_stream() {
+    let mut s = setup("");
+    let mut svc = s.service("r1").await;
+    let mut alice = s.client("alice").await;
+    alice
+        .send(iq("get", "held", PROXY, Some(ping())))
+        .await
+        .unwrap();
+    svc.recv_matching(WAIT, |s| s.name() == "iq").await.unwrap();
+    let status = s.component.terminate();
+    assert!(status.success(), "{status}");
+    let reply = alice.recv_matching(WAIT, |s| s.name() == "iq").await;
+    assert_eq!(reply.as_ref().and_then(|r| r.attr("id")), Some("held"));
+    assert_error(reply, "cancel", "service-unavailable");
+    assert!(s
+        .component
+        .log()
+        .contains("Stopping: answering 1 request(s)"));
+}
+
+#[test]
+fn a_bad_option_is_refused_at_start_naming_it_with_exit_code_2() {
+    for (args, named) in [
+        (&["--attempts", "0"][..], "option 'attempts'"),
+        (&["--balance", "fastest"][..], "option 'balance'"),
+        (
+            &["--target-address", "not a jid"][..],
+            "option 'target_address'",
+        ),
+        (&["--bogus", "1"][..], "unknown option '--bogus'"),
+    ] {
+        let out = binary()
+            .args([
+                "--domain",
+                PROXY,
+                "--secret",
+                "s",
+                "--target-address",
+                TARGET,
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(named), "{args:?}: {err}");
+    }
+    let help = binary().arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for option in ["--server", "--secret", "--max-in-flight-per-requester"] {
+        assert!(text.contains(option), "{option}");
+    }
+}
