@@ -58,7 +58,6 @@ local function read_options()
 	};
 end
 
-local lib; -- the library, loaded below
 local proxy, route; -- this instance's handle, and its router
 
 -- Sends what the core queued; defined below.
@@ -171,7 +170,7 @@ local function load_library()
 	return package.loaded.client_proxy;
 end
 
-lib = load_library();
+local lib = load_library();
 
 local hosts = prosody.hosts;
 local full_sessions = prosody.full_sessions;
