@@ -51,17 +51,39 @@ pub(crate) struct Flight<P> {
     pub resource: ResourceId,
     /// How many times it was sent, to one resource each time.
     pub sends: u8,
-    /// The resources it was sent to before `resource`, and whether each
-    /// answered "not me" (D5, D6); empty until it is sent again.
-    pub tried: Vec<(Rc<str>, bool)>,
     pub sent_at: Time,
     pub deadline: Time,
     /// What to send again, kept while another send is allowed.
     pub payload: Option<P>,
+    /// What few requests need: a history of sends, or an origin. Boxed, so
+    /// that the many requests that need neither stay small.
+    extra: Option<Box<Extra>>,
+    links: [Links; 2],
+}
+
+#[derive(Debug, Default)]
+struct Extra {
+    tried: Vec<(Rc<str>, bool)>,
+    origin: Option<Origin>,
+}
+
+impl<P> Flight<P> {
+    /// The resources it was sent to before `resource`, and whether each
+    /// answered "not me" (D5, D6); empty until it is sent again.
+    pub fn tried(&self) -> &[(Rc<str>, bool)] {
+        self.extra.as_ref().map_or(&[], |e| &e.tried)
+    }
+
     /// For a request of the service's (O1); `resource` is then the resource
     /// that asked, and `requester` whom it asked.
-    pub origin: Option<Origin>,
-    links: [Links; 2],
+    pub fn origin(&self) -> Option<&Origin> {
+        self.extra.as_ref()?.origin.as_ref()
+    }
+
+    /// The origin, taken out of a request that is done.
+    pub fn into_origin(self) -> Option<Origin> {
+        self.extra?.origin
+    }
 }
 
 /// Where a request of the service's came from.
@@ -204,11 +226,15 @@ impl<P> Flights<P> {
             key: new.key,
             resource,
             sends: 1,
-            tried: Vec::new(),
             sent_at: new.sent_at,
             deadline,
             payload: new.payload,
-            origin: new.origin,
+            extra: new.origin.map(|origin| {
+                Box::new(Extra {
+                    tried: Vec::new(),
+                    origin: Some(origin),
+                })
+            }),
             links: [UNLINKED; 2],
         };
         let f = if self.free == NIL {
@@ -251,7 +277,8 @@ impl<P> Flights<P> {
     pub fn resend(&mut self, f: FlightId, resource: ResourceId, previous: Rc<str>, not_me: bool) {
         self.unlink(f, BY_RESOURCE);
         let flight = self.get_mut(f);
-        flight.tried.push((previous, not_me));
+        let extra = flight.extra.get_or_insert_with(Box::default);
+        extra.tried.push((previous, not_me));
         flight.resource = resource;
         flight.sends = flight.sends.saturating_add(1);
         self.link_by_resource(f, resource);
@@ -395,7 +422,7 @@ mod tests {
         fl.resend(a, 1, "t@example/r0".into(), true);
         assert_eq!(fl.first_of(0), None);
         assert_eq!(fl.get(a).sends, 2);
-        assert_eq!(fl.get(a).tried, vec![("t@example/r0".into(), true)]);
+        assert_eq!(fl.get(a).tried(), [("t@example/r0".into(), true)]);
         fl.remove(b);
         assert_eq!(fl.first_of(1), Some(a));
         // Slots are reused.

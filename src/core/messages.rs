@@ -258,17 +258,18 @@ impl<P: Clone> Proxy<P> {
     pub(super) fn outbound_answer(&mut self, s: Stanza<'_>, now: Time) -> Verdict {
         let flight =
             s.id.and_then(|id| self.flights.find(self.requesters.find(s.from)?, id))
-                .filter(|&f| self.flights.get(f).origin.is_some());
+                .filter(|&f| self.flights.get(f).origin().is_some());
         let Some(f) = flight else {
             return Verdict::Pass(DropReason::Unanswerable);
         };
         let to = self.resources.jid(self.flights.get(f).resource).clone();
         let (flight, _) = self.forget(f);
-        let origin = flight.origin.expect("the service's request");
+        let rtt = now.saturating_since(flight.sent_at);
+        let origin = flight.into_origin().expect("the service's request");
         Verdict::Forward {
             from: origin.asked,
             to,
-            rtt: Some(now.saturating_since(flight.sent_at)),
+            rtt: Some(rtt),
             id: Some(origin.id),
         }
     }

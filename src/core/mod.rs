@@ -368,7 +368,7 @@ impl<P: Clone> Proxy<P> {
             .and_then(|rq| self.flights.find(rq, id))
             .filter(|&f| {
                 let flight = self.flights.get(f);
-                flight.resource == sent_to && flight.origin.is_none()
+                flight.resource == sent_to && flight.origin().is_none()
             });
         let Some(f) = flight else {
             return Verdict::Pass(DropReason::Unmatched);

@@ -17,7 +17,7 @@ impl<P: Clone> Proxy<P> {
     pub(super) fn answer(&mut self, f: FlightId, is_result: bool, now: Time) -> Verdict {
         let (flight, to) = self.forget(f);
         let outcome = if is_result {
-            for (jid, not_me) in &flight.tried {
+            for (jid, not_me) in flight.tried() {
                 if *not_me {
                     self.eject(jid, EjectReason::NotMe, now);
                 }
@@ -47,7 +47,7 @@ impl<P: Clone> Proxy<P> {
             return false;
         }
         let tried: Vec<Rc<str>> = flight
-            .tried
+            .tried()
             .iter()
             .map(|t| t.0.clone())
             .chain([previous.clone()])
@@ -94,7 +94,7 @@ impl<P: Clone> Proxy<P> {
     pub(super) fn settle_lost(&mut self, lost: ResourceId, jid: Rc<str>) {
         let (mut resent, mut answered) = (0, 0);
         while let Some(f) = self.flights.first_of(lost) {
-            if self.flights.get(f).origin.is_some() {
+            if self.flights.get(f).origin().is_some() {
                 // O5: nobody is left to take the answer to its own request.
                 self.forget(f);
             } else if self.retry(f, jid.clone(), false) {
@@ -129,7 +129,7 @@ impl<P: Clone> Proxy<P> {
     /// requester's JID.
     pub(super) fn forget(&mut self, f: FlightId) -> (Flight<P>, Rc<str>) {
         let flight = self.flights.remove(f);
-        match &flight.origin {
+        match flight.origin() {
             None => self.resources.drop_load(flight.resource),
             Some(origin) => {
                 self.origins.remove(&(flight.resource, origin.id.clone()));
@@ -137,7 +137,7 @@ impl<P: Clone> Proxy<P> {
         }
         let to = self.requesters.jid(flight.requester).clone();
         self.requesters
-            .release(flight.requester, flight.origin.is_none());
+            .release(flight.requester, flight.origin().is_none());
         (flight, to)
     }
 
@@ -146,7 +146,7 @@ impl<P: Clone> Proxy<P> {
     /// P/enc(U) and with its id.
     pub(super) fn fail(&mut self, f: FlightId, error: StanzaError, outcome: Outcome) {
         let flight = self.flights.get(f);
-        let action = match &flight.origin {
+        let action = match flight.origin() {
             None => {
                 self.stats.outcomes[outcome as usize] += 1;
                 Action::Error {
@@ -173,7 +173,7 @@ impl<P: Clone> Proxy<P> {
         self.readmit(now);
         while let Some(f) = self.flights.first_expired(now) {
             let flight = self.flights.get(f);
-            let (resource, inbound) = (flight.resource, flight.origin.is_none());
+            let (resource, inbound) = (flight.resource, flight.origin().is_none());
             let threshold = self.config.eject_after_timeouts;
             if inbound && self.resources.timed_out(resource, threshold) {
                 let jid = self.resources.jid(resource).clone();
