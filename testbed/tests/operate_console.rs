@@ -12,9 +12,10 @@ use client_proxy_testbed::{
 };
 use minidom::Element;
 
-const WAIT: Duration = Duration::from_secs(5);
+mod operate_common;
+use operate_common::{module_lines, next_request, resource, resource_of, WAIT};
+
 const QUIET: Duration = Duration::from_millis(700);
-const SOURCE: &str = "proxy.localhost:client_proxy";
 const NEW_TARGET: &str = "svc2@localhost";
 
 fn server(options: &str) -> ProxyServer {
@@ -22,37 +23,6 @@ fn server(options: &str) -> ProxyServer {
         .with(|b| b.user(NEW_TARGET, PASSWORD))
         .start()
         .expect("start Prosody with client_proxy")
-}
-
-/// A resource of `account`, online with this `show` and priority, known
-/// to the server by the time this returns.
-async fn resource_of(
-    server: &ProxyServer,
-    account: &str,
-    name: &str,
-    show: Option<&str>,
-    priority: i8,
-) -> Xmpp {
-    let jid = format!("{account}/{name}");
-    let mut client = Xmpp::connect(server.prosody.c2s_addr(), &jid, PASSWORD)
-        .await
-        .unwrap_or_else(|e| panic!("{jid} cannot log in: {e}"));
-    client.send_presence(show, priority).await.unwrap();
-    client.sync().await;
-    client
-}
-
-async fn resource(server: &ProxyServer, name: &str, show: Option<&str>, priority: i8) -> Xmpp {
-    resource_of(server, TARGET, name, show, priority).await
-}
-
-async fn next_request(service: &mut Xmpp) -> Element {
-    service
-        .recv_matching(WAIT, |s| {
-            s.name() == "iq" && matches!(s.attr("type"), Some("get" | "set"))
-        })
-        .await
-        .unwrap_or_else(|| panic!("{} got no request", service.jid()))
 }
 
 fn result_to(request: &Element) -> Element {
@@ -93,23 +63,6 @@ async fn until_seen_once(client: &mut Xmpp, stray: &EchoHandle, prefix: &str) ->
         }
     }
     panic!("round robin never reached {}", stray.jid());
-}
-
-/// `(level, message)` of the module's own lines in the log.
-fn module_lines(server: &ProxyServer) -> Vec<(String, String)> {
-    server
-        .prosody
-        .log()
-        .lines()
-        .filter_map(|line| {
-            let mut parts = line.splitn(3, '\t');
-            let head = parts.next()?;
-            let level = parts.next()?;
-            let message = parts.next()?;
-            (head.split_whitespace().last() == Some(SOURCE))
-                .then(|| (level.trim().to_owned(), message.to_owned()))
-        })
-        .collect()
 }
 
 fn reload(server: &ProxyServer) -> String {

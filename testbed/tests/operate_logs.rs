@@ -7,27 +7,7 @@ mod operate_common;
 use std::time::Duration;
 
 use client_proxy_testbed::{iq, ping, spawn_echo, ProxyServer, PROXY, TARGET};
-use operate_common::{assert_error, next_request, resource, WAIT};
-
-/// The module's own log lines name this source.
-const SOURCE: &str = "proxy.localhost:client_proxy";
-
-/// `(level, message)` of the module's own lines in the log.
-fn module_lines(server: &ProxyServer) -> Vec<(String, String)> {
-    server
-        .prosody
-        .log()
-        .lines()
-        .filter_map(|line| {
-            let mut parts = line.splitn(3, '\t');
-            let head = parts.next()?;
-            let level = parts.next()?;
-            let message = parts.next()?;
-            (head.split_whitespace().last() == Some(SOURCE))
-                .then(|| (level.trim().to_owned(), message.to_owned()))
-        })
-        .collect()
-}
+use operate_common::{assert_error, module_lines, next_request, resource, WAIT};
 
 /// The module's lines at `level` holding `needle`.
 fn lines_with(server: &ProxyServer, level: &str, needle: &str) -> Vec<String> {

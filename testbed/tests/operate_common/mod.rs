@@ -1,5 +1,8 @@
-//! What `operate.rs` and `operate_logs.rs` both use: real resources of
-//! the target answered by hand, and reading their answers.
+//! What the operate tests share: real resources of the target answered by
+//! hand, reading their answers, and the module's own log lines.
+
+// Each test file uses a part of it.
+#![allow(dead_code)]
 
 use std::time::Duration;
 
@@ -8,10 +11,24 @@ use minidom::Element;
 
 pub const WAIT: Duration = Duration::from_secs(5);
 
+/// The module's own log lines name this source.
+pub const SOURCE: &str = "proxy.localhost:client_proxy";
+
 /// A resource of the target that the test answers by hand, online with
 /// this `show` and priority.
 pub async fn resource(server: &ProxyServer, name: &str, show: Option<&str>, priority: i8) -> Xmpp {
-    let jid = format!("{TARGET}/{name}");
+    resource_of(server, TARGET, name, show, priority).await
+}
+
+/// The same for a resource of `account`.
+pub async fn resource_of(
+    server: &ProxyServer,
+    account: &str,
+    name: &str,
+    show: Option<&str>,
+    priority: i8,
+) -> Xmpp {
+    let jid = format!("{account}/{name}");
     let mut client = Xmpp::connect(server.prosody.c2s_addr(), &jid, PASSWORD)
         .await
         .unwrap_or_else(|e| panic!("{jid} cannot log in: {e}"));
@@ -36,4 +53,21 @@ pub fn assert_error(reply: &Element, ty: &str, condition: &str) {
         "{}",
         String::from(reply)
     );
+}
+
+/// `(level, message)` of the module's own lines in the log.
+pub fn module_lines(server: &ProxyServer) -> Vec<(String, String)> {
+    server
+        .prosody
+        .log()
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, '\t');
+            let head = parts.next()?;
+            let level = parts.next()?;
+            let message = parts.next()?;
+            (head.split_whitespace().last() == Some(SOURCE))
+                .then(|| (level.trim().to_owned(), message.to_owned()))
+        })
+        .collect()
 }
