@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use client_proxy_testbed::{
-    error_condition, iq, ping, spawn_echo, EchoMode, Prosody, ProsodyBuilder, TempDir, Xmpp,
-    PASSWORD, PROXY, TARGET,
+    error_condition, http_get, iq, metric, ping, spawn_echo, EchoMode, Prosody, ProsodyBuilder,
+    TempDir, Xmpp, PASSWORD, PROXY, TARGET,
 };
 use minidom::Element;
 
@@ -440,6 +440,102 @@ async fn c4_sigterm_answers_what_is_in_flight_and_closes_the_stream() {
         .component
         .log()
         .contains("Stopping: answering 1 request(s)"));
+}
+
+/// A port free now, for the metrics listener.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET /metrics` on the component's listener: the body.
+fn scrape(port: u16) -> String {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (status, body) = http_get(addr, "localhost", "/metrics").expect("GET /metrics");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn value(body: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
+    let mut labels = vec![("host", PROXY)];
+    labels.extend(label);
+    metric(body, name, &labels).unwrap_or_else(|| panic!("no {name} {label:?} in\n{body}"))
+}
+
+#[tokio::test]
+async fn metrics_are_served_while_requests_are_held_and_count_replies_and_timeouts() {
+    let port = free_port();
+    let mut s = setup(&format!("timeout = 1\nmetrics = \"127.0.0.1:{port}\""));
+    assert!(s.component.log().contains(&format!(
+        "Serving the metrics at http://127.0.0.1:{port}/metrics"
+    )));
+    let mut svc = s.service("r1").await;
+    let mut alice = s.client("alice").await;
+    for id in ["m1", "m2"] {
+        alice
+            .send(iq("get", id, PROXY, Some(ping())))
+            .await
+            .unwrap();
+    }
+    let first = svc.recv_matching(WAIT, |s| s.name() == "iq").await.unwrap();
+    svc.recv_matching(WAIT, |s| s.name() == "iq").await.unwrap();
+    // Both held by r1.
+    let body = scrape(port);
+    assert_eq!(value(&body, "client_proxy_in_flight", None), 2.0);
+    let resources = "client_proxy_resources";
+    assert_eq!(value(&body, resources, Some(("state", "online"))), 1.0);
+    assert_eq!(value(&body, resources, Some(("state", "eligible"))), 1.0);
+    assert_eq!(value(&body, resources, Some(("state", "draining"))), 0.0);
+    let requests = "client_proxy_requests_total";
+    assert_eq!(value(&body, requests, Some(("outcome", "replied"))), 0.0);
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    // One answered, the other left to time out.
+    svc.send(iq(
+        "result",
+        first.attr("id").unwrap(),
+        first.attr("from").unwrap(),
+        None,
+    ))
+    .await
+    .unwrap();
+    let mut replies = Vec::new();
+    for _ in 0..2 {
+        let r = alice.recv_matching(WAIT, |s| s.name() == "iq").await;
+        replies.push(r.expect("a reply").attr("type").unwrap().to_owned());
+    }
+    assert_eq!(replies, ["result", "error"]);
+    // An answer that matches no request is dropped, unmatched.
+    svc.send(iq(
+        "result",
+        "never-asked",
+        first.attr("from").unwrap(),
+        None,
+    ))
+    .await
+    .unwrap();
+    assert!(s.component.wait_for_log("Dropped (unmatched)", 1, WAIT));
+    let body = scrape(port);
+    assert_eq!(value(&body, "client_proxy_in_flight", None), 0.0);
+    assert_eq!(value(&body, requests, Some(("outcome", "replied"))), 1.0);
+    assert_eq!(value(&body, requests, Some(("outcome", "timeout"))), 1.0);
+    assert_eq!(
+        value(&body, requests, Some(("outcome", "no_resource"))),
+        0.0
+    );
+    assert_eq!(value(&body, "client_proxy_rtt_seconds_count", None), 1.0);
+    let dropped = "client_proxy_dropped_stanzas_total";
+    assert_eq!(value(&body, dropped, Some(("reason", "unmatched"))), 1.0);
+    let retries = "client_proxy_retries_total";
+    assert_eq!(
+        value(&body, retries, Some(("reason", "resource_lost"))),
+        0.0
+    );
+    // Anything but GET /metrics is refused.
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(http_get(addr, "localhost", "/").unwrap().0, 404);
 }
 
 #[test]
