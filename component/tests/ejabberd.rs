@@ -214,3 +214,19 @@ async fn ejabberd_the_component_reconnects_after_a_server_restart_and_relearns_t
         String::from(&reply)
     );
 }
+
+#[test]
+fn the_readme_example_is_the_config_these_tests_run() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let config = client_proxy_testbed::ejabberd_config(
+        5222,
+        5347,
+        &[(PROXY.to_owned(), "a long random secret".to_owned())],
+    );
+    let indented: String = config.lines().map(|l| format!("    {l}\n")).collect();
+    assert!(
+        readme.contains(&indented),
+        "README.md's ejabberd.yml differs from:\n{indented}"
+    );
+}

@@ -225,26 +225,7 @@ impl Ejabberd {
     }
 
     fn write_config(&self, b: &EjabberdBuilder) -> io::Result<()> {
-        let mut services = String::new();
-        if !b.components.is_empty() {
-            services.push_str(&format!(
-                "  -\n    port: {}\n    ip: \"127.0.0.1\"\n    module: ejabberd_service\n    hosts:\n",
-                self.component_port
-            ));
-            for (domain, secret) in &b.components {
-                services.push_str(&format!(
-                    "      \"{domain}\":\n        password: \"{secret}\"\n"
-                ));
-            }
-        }
-        let config = format!(
-            "hosts:\n  - localhost\nloglevel: info\n\
-             listen:\n  -\n    port: {}\n    ip: \"127.0.0.1\"\n    module: ejabberd_c2s\n\
-             \x20   starttls_required: false\n    shaper: none\n{services}\
-             auth_method: internal\nauth_password_format: plain\n\
-             modules:\n  mod_roster: {{}}\n  mod_disco: {{}}\n  mod_ping: {{}}\n  mod_admin_extra: {{}}\n",
-            self.c2s_port
-        );
+        let config = config_text(self.c2s_port, self.component_port, &b.components);
         let d = self.dir();
         fs::write(self.config_path(), config)?;
         let cookie = format!("cookie{:016x}", rand_u64());
@@ -377,6 +358,30 @@ impl Drop for Ejabberd {
         self.stop_node();
         self.stop_epmd();
     }
+}
+
+/// The `ejabberd.yml` the node runs with: c2s on `c2s_port`, and, for
+/// the components (domain, password), an `ejabberd_service` listener on
+/// `component_port`. The README's example is this text.
+pub fn config_text(c2s_port: u16, component_port: u16, components: &[(String, String)]) -> String {
+    let mut services = String::new();
+    if !components.is_empty() {
+        services.push_str(&format!(
+            "  -\n    port: {component_port}\n    ip: \"127.0.0.1\"\n    module: ejabberd_service\n    hosts:\n"
+        ));
+        for (domain, secret) in components {
+            services.push_str(&format!(
+                "      \"{domain}\":\n        password: \"{secret}\"\n"
+            ));
+        }
+    }
+    format!(
+        "hosts:\n  - localhost\nloglevel: info\n\
+         listen:\n  -\n    port: {c2s_port}\n    ip: \"127.0.0.1\"\n    module: ejabberd_c2s\n\
+         \x20   starttls_required: false\n    shaper: none\n{services}\
+         auth_method: internal\nauth_password_format: plain\n\
+         modules:\n  mod_roster: {{}}\n  mod_disco: {{}}\n  mod_ping: {{}}\n  mod_admin_extra: {{}}\n"
+    )
 }
 
 /// The processes whose command line runs this node (`-sname NODE`).
