@@ -6,6 +6,7 @@
 //! what the core queues; one timer waits for the next deadline.
 
 mod log;
+mod metrics;
 mod settings;
 mod stanzas;
 mod stream;
@@ -42,11 +43,40 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Bound before anything else, so that a port in use is told at once.
+    let listener = match settings.metrics {
+        None => None,
+        Some(addr) => match std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("error: cannot serve the metrics on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    match runtime.block_on(Component::new(*settings, proxy).run()) {
+    let run = async move {
+        let mut component = Component::new(*settings, proxy);
+        if let Some(listener) = listener {
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .map_err(|e| format!("cannot serve the metrics: {e}"))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            let m = metrics::Metrics::new(&component.settings.config.host);
+            tokio::spawn(metrics::serve(listener, m.registry()));
+            component.metrics = Some(m);
+            log::log(
+                Level::Info,
+                &format!("Serving the metrics at http://{addr}/metrics"),
+            );
+        }
+        component.run().await
+    };
+    match runtime.block_on(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::log(Level::Error, &e);
@@ -88,6 +118,7 @@ struct Component {
     proxy: Proxy<Element>,
     epoch: Instant,
     sticky_path: Option<String>,
+    metrics: Option<metrics::Metrics>,
 }
 
 impl Component {
@@ -101,6 +132,7 @@ impl Component {
             proxy,
             epoch: Instant::now(),
             sticky_path,
+            metrics: None,
         }
     }
 
@@ -240,7 +272,10 @@ impl Component {
         };
         self.flush(conn).await?;
         match verdict {
-            Verdict::Forward { from, to, id, .. } => {
+            Verdict::Forward { from, to, id, rtt } => {
+                if let (Some(m), Some(rtt)) = (&self.metrics, rtt) {
+                    m.observe_rtt(rtt);
+                }
                 stanzas::set(&mut e, "from", &from);
                 stanzas::set(&mut e, "to", &to);
                 if let Some(id) = id {
@@ -291,6 +326,9 @@ impl Component {
                 }
                 Action::Log { level, message } => log::log(log::from_core(level), &message),
             }
+        }
+        if let Some(m) = &mut self.metrics {
+            m.update(&self.proxy);
         }
         Ok(())
     }

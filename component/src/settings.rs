@@ -5,6 +5,7 @@
 //! and `secret` say where and as what the component connects.
 
 use std::fs;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use client_proxy::core::{Balance, Config, Sticky};
@@ -52,6 +53,8 @@ or `_`); a flag overrides the file.
   --max-in-flight-per-requester N
                                  requests in flight for one bare JID [1000]
   --log-level LEVEL              debug, info, warn or error [info]
+  --metrics HOST:PORT            serve the metrics in OpenMetrics text at
+                                 http://HOST:PORT/metrics [off]
   --help                         this text
 
 Logs go to stderr. SIGTERM or SIGINT answers every request in flight with
@@ -79,6 +82,7 @@ struct File {
     max_in_flight: Option<f64>,
     max_in_flight_per_requester: Option<f64>,
     log_level: Option<String>,
+    metrics: Option<String>,
 }
 
 /// Everything the component runs with.
@@ -89,6 +93,8 @@ pub struct Settings {
     pub server: String,
     pub secret: String,
     pub log_level: Level,
+    /// Where to serve the metrics, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// What the command line asks for.
@@ -195,6 +201,7 @@ fn apply_flag(file: &mut File, name: &str, value: String) -> Result<(), String> 
         "max_in_flight" => file.max_in_flight = Some(number(&value)?),
         "max_in_flight_per_requester" => file.max_in_flight_per_requester = Some(number(&value)?),
         "log_level" => file.log_level = Some(value),
+        "metrics" => file.metrics = Some(value),
         _ => return Err(format!("unknown option '--{name}' (see --help)")),
     }
     Ok(())
@@ -226,6 +233,15 @@ fn settings(file: File) -> Result<Settings, String> {
                 format!("must be debug, info, warn or error (got {l:?})"),
             )
         })?,
+    };
+    let metrics = match file.metrics.as_deref() {
+        None | Some("") => None,
+        Some(m) => Some(
+            m.to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| option_error("metrics", format!("must be HOST:PORT (got {m:?})")))?,
+        ),
     };
     let mut config = Config::new(domain, file.target_address.unwrap_or_default());
     let e = |e: Error| describe(&e);
@@ -282,6 +298,7 @@ fn settings(file: File) -> Result<Settings, String> {
         server,
         secret,
         log_level,
+        metrics,
     })
 }
 
@@ -331,6 +348,16 @@ mod tests {
         assert_eq!(s.config.drain_show, ["away", "xa"]);
         assert!(s.config.messages);
         assert_eq!(s.server, "xmpp.example.org:5275");
+        assert_eq!(s.metrics, None);
+        let mut args = BASE.to_vec();
+        args.extend(["--metrics", "127.0.0.1:9464"]);
+        assert_eq!(
+            run(&args).unwrap().metrics,
+            Some(([127, 0, 0, 1], 9464).into())
+        );
+        let mut args = BASE.to_vec();
+        args.extend(["--metrics", "nowhere"]);
+        assert!(run(&args).unwrap_err().starts_with("option 'metrics'"));
     }
 
     #[test]

@@ -2,118 +2,15 @@
 //! `Component "proxy.localhost"` and no module, the component binary on its
 //! component port, and real clients.
 
-use std::fs;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use client_proxy_testbed::{
-    error_condition, iq, ping, spawn_echo, EchoMode, Prosody, ProsodyBuilder, TempDir, Xmpp,
-    PASSWORD, PROXY, TARGET,
+    http_get, iq, metric, ping, spawn_echo, EchoMode, Prosody, ProsodyBuilder, Xmpp, PASSWORD,
+    PROXY, TARGET,
 };
-use minidom::Element;
 
-const WAIT: Duration = Duration::from_secs(5);
-const SECRET: &str = "component-secret";
-
-/// The binary, running until dropped (killed then, never left running).
-struct Running {
-    child: Option<Child>,
-    dir: TempDir,
-}
-
-impl Running {
-    fn log(&self) -> String {
-        fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("component.log")
-    }
-
-    fn wait_for_log(&self, needle: &str, count: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.log().matches(needle).count() >= count {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// SIGTERM, and its exit status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        // SAFETY: a plain kill(2) of our own child.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("the component did not stop on SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!("--- component log ---\n{}", self.log());
-        }
-    }
-}
-
-fn binary() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_client-proxy-component"))
-}
-
-/// Starts the binary with this TOML (plus `extra` lines).
-fn start_component(prosody: &Prosody, extra: &str) -> Running {
-    let dir = TempDir::new().unwrap();
-    let config = dir.path().join("component.toml");
-    fs::write(
-        &config,
-        format!(
-            "domain = \"{PROXY}\"\nserver = \"{}\"\nsecret = \"{SECRET}\"\n\
-             target_address = \"{TARGET}\"\nlog_level = \"debug\"\n{extra}\n",
-            prosody.component_addr().unwrap()
-        ),
-    )
-    .unwrap();
-    let log = fs::File::create(dir.path().join("component.log")).unwrap();
-    let child = binary()
-        .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start the component");
-    let running = Running {
-        child: Some(child),
-        dir,
-    };
-    assert!(
-        running.wait_for_log("Connected to", 1, WAIT),
-        "the component did not connect:\n{}",
-        running.log()
-    );
-    running
-}
+mod common;
+use common::*;
 
 struct Setup {
     prosody: Prosody,
@@ -129,7 +26,7 @@ fn setup(extra: &str) -> Setup {
         .user("bob@localhost", PASSWORD)
         .start()
         .expect("start Prosody");
-    let component = start_component(&prosody, extra);
+    let component = start_component(prosody.component_addr().unwrap(), extra);
     Setup {
         prosody,
         component,
@@ -174,30 +71,6 @@ impl Setup {
     async fn client(&self, user: &str) -> Xmpp {
         self.connect(&format!("{user}@localhost/phone")).await
     }
-}
-
-async fn get(client: &mut Xmpp, id: &str) -> Option<Element> {
-    client.request(PROXY, "get", id, ping(), WAIT).await
-}
-
-fn served(reply: &Element) -> (String, String) {
-    let s = reply
-        .get_child("served", "urn:client-proxy:testbed")
-        .unwrap_or_else(|| panic!("not served by the echo service: {}", String::from(reply)));
-    (
-        s.attr("resource").unwrap().into(),
-        s.attr("from").unwrap().into(),
-    )
-}
-
-fn assert_error(reply: Option<Element>, ty: &str, condition: &str) {
-    let reply = reply.expect("an error reply");
-    assert_eq!(
-        error_condition(&reply),
-        Some((ty.to_string(), condition.to_string())),
-        "{}",
-        String::from(&reply)
-    );
 }
 
 #[tokio::test]
@@ -409,7 +282,7 @@ async fn a_new_component_learns_the_resources_already_online_by_probe() {
     // Another instance takes over: r1 sends no new presence, yet it is
     // learned (the subscribe is answered subscribed, then the probe).
     s.component.kill();
-    s.component = start_component(&s.prosody, "");
+    s.component = start_component(s.prosody.component_addr().unwrap(), "");
     assert!(
         s.component
             .wait_for_log(&format!("{TARGET}/r1 is online"), 1, WAIT),
@@ -440,6 +313,102 @@ async fn c4_sigterm_answers_what_is_in_flight_and_closes_the_stream() {
         .component
         .log()
         .contains("Stopping: answering 1 request(s)"));
+}
+
+/// A port free now, for the metrics listener.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET /metrics` on the component's listener: the body.
+fn scrape(port: u16) -> String {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (status, body) = http_get(addr, "localhost", "/metrics").expect("GET /metrics");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn value(body: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
+    let mut labels = vec![("host", PROXY)];
+    labels.extend(label);
+    metric(body, name, &labels).unwrap_or_else(|| panic!("no {name} {label:?} in\n{body}"))
+}
+
+#[tokio::test]
+async fn metrics_are_served_while_requests_are_held_and_count_replies_and_timeouts() {
+    let port = free_port();
+    let mut s = setup(&format!("timeout = 1\nmetrics = \"127.0.0.1:{port}\""));
+    assert!(s.component.log().contains(&format!(
+        "Serving the metrics at http://127.0.0.1:{port}/metrics"
+    )));
+    let mut svc = s.service("r1").await;
+    let mut alice = s.client("alice").await;
+    for id in ["m1", "m2"] {
+        alice
+            .send(iq("get", id, PROXY, Some(ping())))
+            .await
+            .unwrap();
+    }
+    let first = svc.recv_matching(WAIT, |s| s.name() == "iq").await.unwrap();
+    svc.recv_matching(WAIT, |s| s.name() == "iq").await.unwrap();
+    // Both held by r1.
+    let body = scrape(port);
+    assert_eq!(value(&body, "client_proxy_in_flight", None), 2.0);
+    let resources = "client_proxy_resources";
+    assert_eq!(value(&body, resources, Some(("state", "online"))), 1.0);
+    assert_eq!(value(&body, resources, Some(("state", "eligible"))), 1.0);
+    assert_eq!(value(&body, resources, Some(("state", "draining"))), 0.0);
+    let requests = "client_proxy_requests_total";
+    assert_eq!(value(&body, requests, Some(("outcome", "replied"))), 0.0);
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    // One answered, the other left to time out.
+    svc.send(iq(
+        "result",
+        first.attr("id").unwrap(),
+        first.attr("from").unwrap(),
+        None,
+    ))
+    .await
+    .unwrap();
+    let mut replies = Vec::new();
+    for _ in 0..2 {
+        let r = alice.recv_matching(WAIT, |s| s.name() == "iq").await;
+        replies.push(r.expect("a reply").attr("type").unwrap().to_owned());
+    }
+    assert_eq!(replies, ["result", "error"]);
+    // An answer that matches no request is dropped, unmatched.
+    svc.send(iq(
+        "result",
+        "never-asked",
+        first.attr("from").unwrap(),
+        None,
+    ))
+    .await
+    .unwrap();
+    assert!(s.component.wait_for_log("Dropped (unmatched)", 1, WAIT));
+    let body = scrape(port);
+    assert_eq!(value(&body, "client_proxy_in_flight", None), 0.0);
+    assert_eq!(value(&body, requests, Some(("outcome", "replied"))), 1.0);
+    assert_eq!(value(&body, requests, Some(("outcome", "timeout"))), 1.0);
+    assert_eq!(
+        value(&body, requests, Some(("outcome", "no_resource"))),
+        0.0
+    );
+    assert_eq!(value(&body, "client_proxy_rtt_seconds_count", None), 1.0);
+    let dropped = "client_proxy_dropped_stanzas_total";
+    assert_eq!(value(&body, dropped, Some(("reason", "unmatched"))), 1.0);
+    let retries = "client_proxy_retries_total";
+    assert_eq!(
+        value(&body, retries, Some(("reason", "resource_lost"))),
+        0.0
+    );
+    // Anything but GET /metrics is refused.
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(http_get(addr, "localhost", "/").unwrap().0, 404);
 }
 
 #[test]

@@ -1,0 +1,232 @@
+//! The SPEC's rows through the standalone component on ejabberd (Debian's
+//! 23.01): a throwaway node with an `ejabberd_service` listener for
+//! `proxy.localhost`, the component binary on it, and real clients.
+//!
+//! The target's roster gets the component's domain with subscription
+//! `from` both ways the README gives: `ejabberdctl add_rosteritem`, or the
+//! target's client approving the component's `subscribe`.
+
+mod common;
+
+use std::time::Duration;
+
+use client_proxy_testbed::{
+    iq, ping, spawn_echo, EchoMode, Ejabberd, EjabberdBuilder, Xmpp, PASSWORD, PROXY, TARGET,
+};
+use common::*;
+
+struct Setup {
+    server: Ejabberd,
+    component: Running,
+    approved: bool,
+}
+
+/// How the component's domain gets into the target's roster.
+#[derive(PartialEq)]
+enum Roster {
+    /// `ejabberdctl add_rosteritem svc localhost "" proxy.localhost ... from`.
+    Ctl,
+    /// The first service client answers the `subscribe` with `subscribed`.
+    Approve,
+}
+
+fn setup(roster: Roster, extra: &str) -> Setup {
+    let server = EjabberdBuilder::new()
+        .external_component(PROXY, SECRET)
+        .user(TARGET, PASSWORD)
+        .user("alice@localhost", PASSWORD)
+        .start()
+        .expect("start ejabberd");
+    if roster == Roster::Ctl {
+        server
+            .add_rosteritem(TARGET, PROXY, "from")
+            .expect("add_rosteritem");
+    }
+    let component = start_component(server.component_addr(), extra);
+    Setup {
+        server,
+        component,
+        approved: roster == Roster::Ctl,
+    }
+}
+
+impl Setup {
+    async fn connect(&self, jid: &str) -> Xmpp {
+        Xmpp::connect(self.server.c2s_addr(), jid, PASSWORD)
+            .await
+            .unwrap_or_else(|e| panic!("{jid} cannot log in: {e}"))
+    }
+
+    /// A resource of the service, online and known to the component.
+    async fn service(&mut self, resource: &str) -> Xmpp {
+        let mut client = self.connect(&format!("{TARGET}/{resource}")).await;
+        client.send_presence(None, 0).await.unwrap();
+        if !self.approved {
+            let subscribe = client
+                .recv_matching(WAIT, |s| {
+                    s.name() == "presence"
+                        && s.attr("type") == Some("subscribe")
+                        && s.attr("from") == Some(PROXY)
+                })
+                .await;
+            assert!(subscribe.is_some(), "no subscription request from {PROXY}");
+            client.send_raw_presence("subscribed", PROXY).await.unwrap();
+            self.approved = true;
+        }
+        let online = format!("{TARGET}/{resource} is online");
+        let before = self.component.log().matches(&online).count();
+        assert!(
+            self.component.wait_for_log(&online, before.max(1), WAIT),
+            "the component did not learn {resource}:\n{}",
+            self.component.log()
+        );
+        client.sync().await;
+        client
+    }
+
+    async fn alice(&self) -> Xmpp {
+        self.connect("alice@localhost/phone").await
+    }
+}
+
+#[tokio::test]
+async fn ejabberd_b1_a8_requests_and_replies_with_the_roster_item_from_ejabberdctl() {
+    let mut s = setup(Roster::Ctl, "");
+    let _r1 = spawn_echo(s.service("r1").await);
+    let _r2 = spawn_echo(s.service("r2").await);
+    let mut alice = s.alice().await;
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        let id = format!("q{i}");
+        let reply = get(&mut alice, &id).await.expect("a reply");
+        assert_eq!(reply.attr("type"), Some("result"));
+        assert_eq!(reply.attr("from"), Some(PROXY));
+        assert_eq!(reply.attr("id"), Some(id.as_str()));
+        let (resource, from) = served(&reply);
+        assert_eq!(from, format!("{PROXY}/alice@localhost/phone"));
+        seen.insert(resource);
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["r1", "r2"]);
+    let roster = s.server.ctl(&["get_roster", "svc", "localhost"]).unwrap();
+    assert!(
+        roster.contains(PROXY) && roster.contains("from"),
+        "{roster}"
+    );
+}
+
+#[tokio::test]
+async fn ejabberd_b2_no_resource_online_is_service_unavailable() {
+    let s = setup(Roster::Approve, "");
+    let mut alice = s.alice().await;
+    assert_error(get(&mut alice, "1").await, "cancel", "service-unavailable");
+}
+
+#[tokio::test]
+async fn ejabberd_c2_no_reply_times_out_and_a_late_reply_is_dropped() {
+    let mut s = setup(Roster::Approve, "timeout = 1");
+    let mut svc = s.service("r1").await;
+    let mut alice = s.alice().await;
+    alice
+        .send(iq("get", "slow", PROXY, Some(ping())))
+        .await
+        .unwrap();
+    let req = svc.recv_matching(WAIT, |s| s.name() == "iq").await.unwrap();
+    let reply = alice.recv_matching(WAIT, |s| s.name() == "iq").await;
+    assert_eq!(reply.as_ref().and_then(|r| r.attr("from")), Some(PROXY));
+    assert_eq!(reply.as_ref().and_then(|r| r.attr("id")), Some("slow"));
+    assert_error(reply, "wait", "remote-server-timeout");
+    svc.send(iq("result", "slow", req.attr("from").unwrap(), None))
+        .await
+        .unwrap();
+    assert!(alice.recv(Duration::from_millis(1000)).await.is_none());
+    assert!(s.component.wait_for_log("Dropped (unmatched)", 1, WAIT));
+}
+
+#[tokio::test]
+async fn ejabberd_d5_d6_a_stray_answering_feature_not_implemented_is_skipped_then_ejected() {
+    let mut s = setup(Roster::Approve, "balance = \"round_robin\"");
+    let stray = spawn_echo(s.service("stray").await);
+    stray.set_mode(EchoMode::Refuse("feature-not-implemented"));
+    let _real = spawn_echo(s.service("real").await);
+    let mut alice = s.alice().await;
+    for i in 0..6 {
+        let reply = get(&mut alice, &format!("d{i}")).await.expect("a reply");
+        assert_eq!(
+            reply.attr("type"),
+            Some("result"),
+            "{}",
+            String::from(&reply)
+        );
+        assert_eq!(served(&reply).0, "real");
+    }
+    assert!(
+        s.component
+            .wait_for_log(&format!("Ejected {TARGET}/stray"), 1, WAIT),
+        "{}",
+        s.component.log()
+    );
+    let before = stray.served();
+    for i in 0..4 {
+        get(&mut alice, &format!("e{i}")).await.expect("a reply");
+    }
+    assert_eq!(stray.served(), before);
+}
+
+#[tokio::test]
+async fn ejabberd_the_component_reconnects_after_a_server_restart_and_relearns_the_resources() {
+    let mut s = setup(Roster::Approve, "");
+    let mut svc = s.service("r1").await;
+    let mut alice = s.alice().await;
+    alice
+        .send(iq("get", "lost", PROXY, Some(ping())))
+        .await
+        .unwrap();
+    svc.recv_matching(WAIT, |s| s.name() == "iq").await.unwrap();
+    s.server.restart().expect("restart ejabberd");
+    assert!(
+        s.component
+            .wait_for_log("Connected to", 2, Duration::from_secs(30)),
+        "no reconnection:\n{}",
+        s.component.log()
+    );
+    assert!(
+        s.component
+            .wait_for_log("went offline holding 1 request(s)", 1, WAIT),
+        "{}",
+        s.component.log()
+    );
+    // The approval is in the roster still (the spool is kept): no new one.
+    let mut svc = s.connect(&format!("{TARGET}/r1")).await;
+    svc.send_presence(None, 0).await.unwrap();
+    assert!(
+        s.component
+            .wait_for_log(&format!("{TARGET}/r1 is online"), 2, WAIT),
+        "{}",
+        s.component.log()
+    );
+    let _svc = spawn_echo(svc);
+    let mut alice = s.alice().await;
+    let reply = get(&mut alice, "after").await.expect("a reply");
+    assert_eq!(
+        reply.attr("type"),
+        Some("result"),
+        "{}",
+        String::from(&reply)
+    );
+}
+
+#[test]
+fn the_readme_example_is_the_config_these_tests_run() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let config = client_proxy_testbed::ejabberd_config(
+        5222,
+        5347,
+        &[(PROXY.to_owned(), "a long random secret".to_owned())],
+    );
+    let indented: String = config.lines().map(|l| format!("    {l}\n")).collect();
+    assert!(
+        readme.contains(&indented),
+        "README.md's ejabberd.yml differs from:\n{indented}"
+    );
+}

@@ -1,0 +1,444 @@
+//! A throwaway ejabberd node (Debian's 23.01) on 127.0.0.1.
+//!
+//! [`EjabberdBuilder`] writes a minimal configuration (one virtual host
+//! `localhost`, c2s on a free port without TLS, an `ejabberd_service`
+//! listener for each external component, `mod_roster`, `mod_disco`,
+//! `mod_ping`, and `mod_admin_extra` for `add_rosteritem`) into a fresh
+//! temporary directory, and starts `ejabberdctl foreground` with a node
+//! name of its own, a cookie of its own and an `epmd` of its own on a free
+//! port: nothing is shared with a system ejabberd or with another test.
+//! Users are registered with `ejabberdctl register`.
+//!
+//! Dropping it stops the node (`ejabberdctl stop`, then SIGKILL), then its
+//! `epmd` (`epmd -kill` with its port, then SIGKILL): nothing is left
+//! running, even when a test fails.
+//!
+//! `ejabberdctl` runs the node as the `ejabberd` user when started as root
+//! (and refuses other users), so the tests that use this run as root or as
+//! `ejabberd`.
+
+use std::fs;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::prosody::TempDir;
+
+const EJABBERDCTL: &str = "ejabberdctl";
+const EPMD: &str = "epmd";
+const OUTPUT_FILE: &str = "ejabberd.out";
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(50);
+
+/// What the node is to serve.
+#[derive(Debug, Clone, Default)]
+pub struct EjabberdBuilder {
+    components: Vec<(String, String)>,
+    users: Vec<(String, String)>,
+}
+
+impl EjabberdBuilder {
+    pub fn new() -> EjabberdBuilder {
+        EjabberdBuilder::default()
+    }
+
+    /// An `ejabberd_service` listener (XEP-0114) for `domain` with this
+    /// password, on [`Ejabberd::component_addr`].
+    pub fn external_component(mut self, domain: &str, secret: &str) -> Self {
+        self.components.push((domain.into(), secret.into()));
+        self
+    }
+
+    /// An account `user@localhost`, registered once the node is up.
+    pub fn user(mut self, jid: &str, password: &str) -> Self {
+        self.users.push((jid.into(), password.into()));
+        self
+    }
+
+    pub fn start(self) -> io::Result<Ejabberd> {
+        let dir = TempDir::new()?;
+        let (uid, gid) = ejabberd_user()?;
+        for sub in ["spool", "logs"] {
+            let p = dir.path().join(sub);
+            fs::create_dir(&p)?;
+            std::os::unix::fs::chown(&p, Some(uid), Some(gid))?;
+        }
+        set_mode(dir.path(), 0o755)?;
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let node = format!(
+            "cptest{}x{}@localhost",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut e = Ejabberd {
+            dir,
+            node,
+            c2s_port: free_port()?,
+            component_port: free_port()?,
+            epmd_port: free_port()?,
+            child: None,
+            epmd: None,
+        };
+        e.write_config(&self)?;
+        // Our own epmd, in the foreground, so that it is ours to stop; the
+        // node finds it on ERL_EPMD_PORT and starts none.
+        let epmd = Command::new(EPMD)
+            .args(["-port", &e.epmd_port.to_string(), "-address", "127.0.0.1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        e.epmd = Some(epmd);
+        e.launch()?;
+        for (jid, password) in &self.users {
+            let (user, host) = jid
+                .split_once('@')
+                .ok_or_else(|| io::Error::other(format!("not a bare JID: {jid}")))?;
+            e.ctl(&["register", user, host, password])?;
+        }
+        Ok(e)
+    }
+}
+
+/// A running ejabberd node in its own temporary directory.
+#[derive(Debug)]
+#[must_use = "dropping it stops the server"]
+pub struct Ejabberd {
+    dir: TempDir,
+    node: String,
+    c2s_port: u16,
+    component_port: u16,
+    epmd_port: u16,
+    child: Option<Child>,
+    epmd: Option<Child>,
+}
+
+impl Ejabberd {
+    /// Where clients connect (plain TCP, no TLS).
+    pub fn c2s_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.c2s_port))
+    }
+
+    /// Where external components connect (XEP-0114); the same across
+    /// [`restart`](Self::restart)s.
+    pub fn component_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.component_port))
+    }
+
+    /// The Erlang node name, unique to this instance.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir().join("ejabberd.yml")
+    }
+
+    /// What the node printed (its log at `info`).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir().join(OUTPUT_FILE)).unwrap_or_default()
+    }
+
+    /// `ejabberdctl` with this node's configuration: the command's output,
+    /// or an error with it if the command failed.
+    pub fn ctl(&self, args: &[&str]) -> io::Result<String> {
+        let out = self
+            .ctl_command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(io::Error::other(format!(
+                "ejabberdctl {} failed ({}): {text}",
+                args.join(" "),
+                out.status
+            )))
+        }
+    }
+
+    /// `ejabberdctl add_rosteritem`: puts `contact` (a bare JID or a
+    /// domain) in `owner`'s roster with this subscription (`none`, `from`,
+    /// `to`, `both`).
+    pub fn add_rosteritem(&self, owner: &str, contact: &str, subscription: &str) -> io::Result<()> {
+        let (user, host) = owner
+            .split_once('@')
+            .ok_or_else(|| io::Error::other(format!("not a bare JID: {owner}")))?;
+        let (cuser, chost) = contact.split_once('@').unwrap_or(("", contact));
+        self.ctl(&[
+            "add_rosteritem",
+            user,
+            host,
+            cuser,
+            chost,
+            contact,
+            "",
+            subscription,
+        ])
+        .map(drop)
+    }
+
+    /// Stops the node and starts it again with the same spool, config and
+    /// ports.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.stop_node();
+        self.launch()
+    }
+
+    fn ctl_command(&self) -> Command {
+        let d = self.dir();
+        let mut c = Command::new(EJABBERDCTL);
+        c.arg("--config-dir")
+            .arg(d)
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--ctl-config")
+            .arg(d.join("ejabberdctl.cfg"))
+            .arg("--spool")
+            .arg(d.join("spool"))
+            .arg("--logs")
+            .arg(d.join("logs"))
+            .arg("--node")
+            .arg(&self.node)
+            .env("HOME", d)
+            .env("ERL_EPMD_PORT", self.epmd_port.to_string())
+            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+            .env("EJABBERD_BYPASS_WARNINGS", "true");
+        c
+    }
+
+    fn write_config(&self, b: &EjabberdBuilder) -> io::Result<()> {
+        let config = config_text(self.c2s_port, self.component_port, &b.components);
+        let d = self.dir();
+        fs::write(self.config_path(), config)?;
+        let cookie = format!("cookie{:016x}", rand_u64());
+        fs::write(
+            d.join("ejabberdctl.cfg"),
+            format!(
+                "ERL_OPTIONS=\"-setcookie {cookie}\"\nERL_EPMD_ADDRESS=127.0.0.1\n\
+                 ERL_EPMD_PORT={}\nexport ERL_EPMD_PORT\nEJABBERD_BYPASS_WARNINGS=true\n",
+                self.epmd_port
+            ),
+        )?;
+        // As Debian's: names from /etc/hosts, localhost at 127.0.0.1.
+        fs::write(
+            d.join("inetrc"),
+            "{lookup,[\"file\",\"native\"]}.\n{host,{127,0,0,1}, [\"localhost\"]}.\n\
+             {file, resolv, \"/etc/resolv.conf\"}.\n",
+        )?;
+        for f in ["ejabberd.yml", "ejabberdctl.cfg", "inetrc"] {
+            set_mode(&d.join(f), 0o644)?;
+        }
+        Ok(())
+    }
+
+    fn launch(&mut self) -> io::Result<()> {
+        let out_path = self.dir().join(OUTPUT_FILE);
+        let offset = fs::metadata(&out_path).map(|m| m.len()).unwrap_or(0);
+        let output = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&out_path)?;
+        let child = self
+            .ctl_command()
+            .arg("foreground")
+            .stdin(Stdio::null())
+            .stdout(output.try_clone()?)
+            .stderr(output)
+            .process_group(0)
+            .spawn()?;
+        self.child = Some(child);
+        let ready = [
+            format!(
+                "Start accepting TCP connections at 127.0.0.1:{}",
+                self.c2s_port
+            ),
+            format!(
+                "Start accepting TCP connections at 127.0.0.1:{}",
+                self.component_port
+            ),
+        ];
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let log = self.log();
+            let new = log.get(offset as usize..).unwrap_or("");
+            if ready.iter().all(|r| new.contains(r.as_str())) {
+                return Ok(());
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited || Instant::now() > deadline {
+                self.stop_node();
+                return Err(io::Error::other(format!(
+                    "ejabberd did not start ({}):\n{new}",
+                    if exited { "it exited" } else { "timed out" }
+                )));
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    /// `ejabberdctl stop`, then SIGKILL for what is left of the node.
+    fn stop_node(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = self.ctl(&["stop"]);
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                thread::sleep(POLL);
+            }
+        }
+        // `su` runs the node in a session of its own: find its beam by
+        // the node name, which is this instance's alone.
+        for pid in beam_pids(&self.node) {
+            // SAFETY: kill(2) of the node this instance started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        // The node's name leaves epmd once its process is gone.
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while !beam_pids(&self.node).is_empty() && Instant::now() < deadline {
+            thread::sleep(POLL);
+        }
+    }
+
+    fn stop_epmd(&mut self) {
+        let Some(mut epmd) = self.epmd.take() else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let _ = Command::new(EPMD)
+                .arg("-kill")
+                .env("ERL_EPMD_PORT", self.epmd_port.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            thread::sleep(POLL);
+            if !matches!(epmd.try_wait(), Ok(None)) || Instant::now() > deadline {
+                break;
+            }
+        }
+        let _ = epmd.kill();
+        let _ = epmd.wait();
+    }
+}
+
+impl Drop for Ejabberd {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let start = lines.len().saturating_sub(40);
+            eprintln!("--- ejabberd log (end) ---\n{}", lines[start..].join("\n"));
+        }
+        self.stop_node();
+        self.stop_epmd();
+    }
+}
+
+/// The `ejabberd.yml` the node runs with: c2s on `c2s_port`, and, for
+/// the components (domain, password), an `ejabberd_service` listener on
+/// `component_port`. The README's example is this text.
+pub fn config_text(c2s_port: u16, component_port: u16, components: &[(String, String)]) -> String {
+    let mut services = String::new();
+    if !components.is_empty() {
+        services.push_str(&format!(
+            "  -\n    port: {component_port}\n    ip: \"127.0.0.1\"\n    module: ejabberd_service\n    hosts:\n"
+        ));
+        for (domain, secret) in components {
+            services.push_str(&format!(
+                "      \"{domain}\":\n        password: \"{secret}\"\n"
+            ));
+        }
+    }
+    format!(
+        "hosts:\n  - localhost\nloglevel: info\n\
+         listen:\n  -\n    port: {c2s_port}\n    ip: \"127.0.0.1\"\n    module: ejabberd_c2s\n\
+         \x20   starttls_required: false\n    shaper: none\n{services}\
+         auth_method: internal\nauth_password_format: plain\n\
+         modules:\n  mod_roster: {{}}\n  mod_disco: {{}}\n  mod_ping: {{}}\n  mod_admin_extra: {{}}\n"
+    )
+}
+
+/// The processes whose command line runs this node (`-sname NODE`).
+fn beam_pids(node: &str) -> Vec<libc::pid_t> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|raw| {
+                let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+                let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                comm.trim() == "beam.smp"
+                    && args
+                        .windows(2)
+                        .any(|w| w[0] == b"-sname" && w[1] == node.as_bytes())
+            })
+        })
+        .collect()
+}
+
+fn ejabberd_user() -> io::Result<(u32, u32)> {
+    let name = c"ejabberd";
+    // SAFETY: getpwnam with a NUL-terminated name; the fields are copied
+    // out before any other call.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return Err(io::Error::other(
+            "no user 'ejabberd': install Debian's ejabberd (scripts/setup)",
+        ));
+    }
+    // SAFETY: non-null, as getpwnam returned it.
+    let pw = unsafe { &*pw };
+    Ok((pw.pw_uid, pw.pw_gid))
+}
+
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}
