@@ -8,10 +8,13 @@
 //! name of its own, a cookie of its own and an `epmd` of its own on a free
 //! port: nothing is shared with a system ejabberd or with another test.
 //! Users are registered with `ejabberdctl register`.
+//! [`EjabberdBuilder::join`] starts a second node with the first one's
+//! cookie and `epmd`, and `ejabberdctl join_cluster`s it to the first.
 //!
 //! Dropping it stops the node (`ejabberdctl stop`, then SIGKILL), then its
 //! `epmd` (`epmd -kill` with its port, then SIGKILL): nothing is left
-//! running, even when a test fails.
+//! running, even when a test fails. A node that joined another leaves
+//! the `epmd` to that one.
 //!
 //! `ejabberdctl` runs the node as the `ejabberd` user when started as root
 //! (and refuses other users), so the tests that use this run as root or as
@@ -41,6 +44,8 @@ const POLL: Duration = Duration::from_millis(50);
 pub struct EjabberdBuilder {
     components: Vec<(String, String)>,
     users: Vec<(String, String)>,
+    /// The node to join: its name, cookie and epmd port.
+    join: Option<(String, String, u16)>,
 }
 
 impl EjabberdBuilder {
@@ -61,6 +66,16 @@ impl EjabberdBuilder {
         self
     }
 
+    /// Makes this node join `other`'s cluster once started
+    /// (`ejabberdctl join_cluster`): the same cookie and the same `epmd`
+    /// (which stays `other`'s to stop), the same `hosts`, and `other`'s
+    /// Mnesia tables, users included. Users are best registered on
+    /// `other`.
+    pub fn join(mut self, other: &Ejabberd) -> Self {
+        self.join = Some((other.node.clone(), other.cookie.clone(), other.epmd_port));
+        self
+    }
+
     pub fn start(self) -> io::Result<Ejabberd> {
         let dir = TempDir::new()?;
         let (uid, gid) = ejabberd_user()?;
@@ -76,27 +91,37 @@ impl EjabberdBuilder {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
+        let (cookie, epmd_port) = match &self.join {
+            Some((_, cookie, port)) => (cookie.clone(), *port),
+            None => (format!("cookie{:016x}", rand_u64()), free_port()?),
+        };
         let mut e = Ejabberd {
             dir,
             node,
+            cookie,
             c2s_port: free_port()?,
             component_port: free_port()?,
-            epmd_port: free_port()?,
+            epmd_port,
             child: None,
             epmd: None,
         };
         e.write_config(&self)?;
-        // Our own epmd, in the foreground, so that it is ours to stop; the
-        // node finds it on ERL_EPMD_PORT and starts none.
-        let epmd = Command::new(EPMD)
-            .args(["-port", &e.epmd_port.to_string(), "-address", "127.0.0.1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()?;
-        e.epmd = Some(epmd);
+        if self.join.is_none() {
+            // Our own epmd, in the foreground, so that it is ours to stop;
+            // the node finds it on ERL_EPMD_PORT and starts none.
+            let epmd = Command::new(EPMD)
+                .args(["-port", &e.epmd_port.to_string(), "-address", "127.0.0.1"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()?;
+            e.epmd = Some(epmd);
+        }
         e.launch()?;
+        if let Some((other, _, _)) = &self.join {
+            e.join_cluster(other)?;
+        }
         for (jid, password) in &self.users {
             let (user, host) = jid
                 .split_once('@')
@@ -113,6 +138,7 @@ impl EjabberdBuilder {
 pub struct Ejabberd {
     dir: TempDir,
     node: String,
+    cookie: String,
     c2s_port: u16,
     component_port: u16,
     epmd_port: u16,
@@ -228,7 +254,7 @@ impl Ejabberd {
         let config = config_text(self.c2s_port, self.component_port, &b.components);
         let d = self.dir();
         fs::write(self.config_path(), config)?;
-        let cookie = format!("cookie{:016x}", rand_u64());
+        let cookie = &self.cookie;
         fs::write(
             d.join("ejabberdctl.cfg"),
             format!(
@@ -249,6 +275,25 @@ impl Ejabberd {
         Ok(())
     }
 
+    /// `ejabberdctl join_cluster OTHER`: the node drops its own Mnesia
+    /// data, copies `other`'s and starts its listeners again.
+    fn join_cluster(&mut self, other: &str) -> io::Result<()> {
+        let offset = self.log().len();
+        self.ctl(&["join_cluster", other])?;
+        self.wait_listening(offset)
+    }
+
+    /// The nodes of the cluster this node is in (`ejabberdctl
+    /// list_cluster`).
+    pub fn cluster(&self) -> io::Result<Vec<String>> {
+        Ok(self
+            .ctl(&["list_cluster"])?
+            .lines()
+            .map(|l| l.trim().trim_matches('\'').to_owned())
+            .filter(|l| !l.is_empty())
+            .collect())
+    }
+
     fn launch(&mut self) -> io::Result<()> {
         let out_path = self.dir().join(OUTPUT_FILE);
         let offset = fs::metadata(&out_path).map(|m| m.len()).unwrap_or(0);
@@ -265,6 +310,11 @@ impl Ejabberd {
             .process_group(0)
             .spawn()?;
         self.child = Some(child);
+        self.wait_listening(offset as usize)
+    }
+
+    /// Waits for both listeners in what the node printed after `offset`.
+    fn wait_listening(&mut self, offset: usize) -> io::Result<()> {
         let ready = [
             format!(
                 "Start accepting TCP connections at 127.0.0.1:{}",
@@ -278,7 +328,7 @@ impl Ejabberd {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let log = self.log();
-            let new = log.get(offset as usize..).unwrap_or("");
+            let new = log.get(offset..).unwrap_or("");
             if ready.iter().all(|r| new.contains(r.as_str())) {
                 return Ok(());
             }
