@@ -1,0 +1,203 @@
+//! The standalone component on a cluster of two ejabberd 23.01 nodes on
+//! this machine: node B joins node A (`ejabberdctl join_cluster`, the same
+//! cookie and epmd, the same `hosts`), the component is connected to A,
+//! the target has a resource logged in on each node, and requesters are on
+//! either. Both resources serve; then B is stopped and started again while
+//! requests keep coming, and every request gets exactly one answer; once
+//! B is back and its resource logs in again, it serves again.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use client_proxy_testbed::{
+    iq, ping, spawn_echo, EchoHandle, Ejabberd, EjabberdBuilder, Xmpp, PASSWORD, PROXY, TARGET,
+};
+use common::*;
+use minidom::Element;
+
+const ALICE: &str = "alice@localhost";
+const BOB: &str = "bob@localhost";
+
+async fn connect(server: &Ejabberd, jid: &str) -> Xmpp {
+    Xmpp::connect(server.c2s_addr(), jid, PASSWORD)
+        .await
+        .unwrap_or_else(|e| panic!("{jid} cannot log in on {}: {e}", server.node()))
+}
+
+/// The target's `resource` on `server`, online and known to the component
+/// (for the `count`th time).
+async fn service(
+    server: &Ejabberd,
+    component: &Running,
+    resource: &str,
+    count: usize,
+) -> EchoHandle {
+    let mut client = connect(server, &format!("{TARGET}/{resource}")).await;
+    client.send_presence(None, 0).await.unwrap();
+    assert!(
+        component.wait_for_log(&format!("{TARGET}/{resource} is online"), count, WAIT),
+        "the component did not learn {resource}:\n{}",
+        component.log()
+    );
+    client.sync().await;
+    spawn_echo(client)
+}
+
+/// The replies each request got, by id.
+#[derive(Default)]
+struct Answers(BTreeMap<String, Vec<Element>>);
+
+impl Answers {
+    fn note(&mut self, stanza: Element) {
+        if stanza.name() == "iq" && matches!(stanza.attr("type"), Some("result" | "error")) {
+            let id = stanza.attr("id").unwrap_or_default().to_owned();
+            self.0.entry(id).or_default().push(stanza);
+        }
+    }
+
+    /// Sends a ping to the component and waits for its answer, noting
+    /// whatever other answer comes meanwhile.
+    async fn ask(&mut self, client: &mut Xmpp, id: &str) -> Option<Element> {
+        self.0.entry(id.to_owned()).or_default();
+        client
+            .send(iq("get", id, PROXY, Some(ping())))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let stanza = client.recv(left).await?;
+            let mine = stanza.attr("id") == Some(id) && stanza.name() == "iq";
+            self.note(stanza.clone());
+            if mine {
+                return Some(stanza);
+            }
+        }
+    }
+
+    /// Notes what else arrives within `quiet`.
+    async fn drain(&mut self, client: &mut Xmpp, quiet: Duration) {
+        while let Some(stanza) = client.recv(quiet).await {
+            self.note(stanza);
+        }
+    }
+}
+
+#[tokio::test]
+async fn ejabberd_cluster_both_nodes_serve_and_a_node_restart_answers_every_request_once() {
+    let started = Instant::now();
+    let a = EjabberdBuilder::new()
+        .external_component(PROXY, SECRET)
+        .user(TARGET, PASSWORD)
+        .user(ALICE, PASSWORD)
+        .user(BOB, PASSWORD)
+        .start()
+        .expect("start node A");
+    a.add_rosteritem(TARGET, PROXY, "from")
+        .expect("add_rosteritem");
+    let b = EjabberdBuilder::new()
+        .external_component(PROXY, SECRET)
+        .join(&a)
+        .start()
+        .expect("start node B and join A");
+    let both: BTreeSet<String> = [a.node().to_owned(), b.node().to_owned()].into();
+    assert_eq!(
+        a.cluster().unwrap().into_iter().collect::<BTreeSet<_>>(),
+        both
+    );
+    assert_eq!(
+        b.cluster().unwrap().into_iter().collect::<BTreeSet<_>>(),
+        both
+    );
+
+    let component = start_component(a.component_addr(), "timeout = 2");
+    let on_a = service(&a, &component, "on-a", 1).await;
+    let on_b = service(&b, &component, "on-b", 1).await;
+    let mut alice = connect(&a, &format!("{ALICE}/phone")).await;
+    let mut bob = connect(&b, &format!("{BOB}/phone")).await;
+
+    // Both nodes' resources serve, for requesters on either node.
+    for i in 0..20 {
+        let (client, who) = if i % 2 == 0 {
+            (&mut alice, ALICE)
+        } else {
+            (&mut bob, BOB)
+        };
+        let reply = get(client, &format!("q{i}")).await.expect("a reply");
+        assert_eq!(
+            reply.attr("type"),
+            Some("result"),
+            "{}",
+            String::from(&reply)
+        );
+        assert_eq!(served(&reply).1, format!("{PROXY}/{who}/phone"));
+    }
+    assert!(
+        on_a.served() > 0 && on_b.served() > 0,
+        "{} {}",
+        on_a.served(),
+        on_b.served()
+    );
+
+    // B goes down and comes back while alice, on A, keeps asking.
+    let mut answers = Answers::default();
+    let mut b = b;
+    let restart = tokio::task::spawn_blocking(move || b.restart().map(|()| b));
+    let mut n = 0;
+    while !restart.is_finished() {
+        answers.ask(&mut alice, &format!("r{n}")).await;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = restart.await.unwrap().expect("restart node B");
+    assert_eq!(
+        b.cluster().unwrap().into_iter().collect::<BTreeSet<_>>(),
+        both
+    );
+    drop(on_b);
+
+    // B's resource logs in again and serves again; bob too.
+    let on_b = service(&b, &component, "on-b", 2).await;
+    let mut bob = connect(&b, &format!("{BOB}/phone")).await;
+    let before = on_b.served();
+    for _ in 0..40 {
+        if on_b.served() > before {
+            break;
+        }
+        answers.ask(&mut alice, &format!("r{n}")).await;
+        n += 1;
+    }
+    assert!(on_b.served() > before, "on-b did not serve again");
+    let reply = get(&mut bob, "after").await.expect("a reply");
+    assert_eq!(
+        reply.attr("type"),
+        Some("result"),
+        "{}",
+        String::from(&reply)
+    );
+    answers.drain(&mut alice, Duration::from_millis(1500)).await;
+
+    let mut kinds = BTreeMap::new();
+    for (id, got) in &answers.0 {
+        assert_eq!(
+            got.len(),
+            1,
+            "request {id} got {} answers: {:?}",
+            got.len(),
+            got.iter().map(String::from).collect::<Vec<_>>()
+        );
+        let kind = match client_proxy_testbed::error_condition(&got[0]) {
+            Some((_, condition)) => condition,
+            None => "result".to_owned(),
+        };
+        *kinds.entry(kind).or_insert(0) += 1;
+    }
+    assert_eq!(answers.0.len(), n);
+    assert!(kinds.get("result").is_some_and(|&r| r > 0), "{kinds:?}");
+    eprintln!(
+        "{n} requests across B's restart: {kinds:?}; {:.1} s in all",
+        started.elapsed().as_secs_f64()
+    );
+}
