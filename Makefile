@@ -105,8 +105,11 @@ demo: setup plugin
 # Choosing a resource (BENCHMARKS.md):
 #   make bench BENCH_ARGS="--scenario slow-one"        random against least_in_flight, one resource 50 ms late
 #   make bench BENCH_ARGS="--scenario strategy-cost"   Prosody CPU per round trip: random, least_in_flight, sticky
+# The standalone component beside the module (BENCHMARKS.md):
+#   make bench BENCH_ARGS="--scenario component"       random (the module) against client-proxy-component
 BENCH_ARGS ?=
 bench: setup plugin
+	$(CARGO) build --release -q -p client-proxy-component
 	CLIENT_PROXY_PLUGIN_DIR=$(CURDIR)/build/lua-$(LUA) $(CARGO) run --release -q -p client_proxy_testbed --bin loadgen -- \
 		--spawn --log-level info $(BENCH_ARGS)
 

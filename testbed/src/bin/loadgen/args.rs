@@ -45,6 +45,11 @@ SCENARIOS
                          random,least_in_flight,sticky. Target: Prosody CPU
                          per round trip of least_in_flight and of sticky <=
                          1.03 x random's
+      component          the module against the standalone component
+                         binary in the same Prosody: -n 4 -k 2 -w 16
+                         --loads max --modes random,component. The
+                         component's cpu/1k is Prosody's plus the
+                         component process's
   The strategies run side by side in the one spawned Prosody, a component
   each with a target account of its own and its own K resources:
   proxy-rnd.localhost (client_proxy_balance = \"random\"),
@@ -109,7 +114,14 @@ LOAD
                          ratios. Besides direct and proxied: random,
                          round_robin, least_in_flight (or lif) and sticky,
                          each a component of its own with that choice of
-                         resource (--spawn only; see SCENARIOS). Ratios are
+                         resource (--spawn only; see SCENARIOS), and
+                         component: the release binary
+                         client-proxy-component (next to loadgen, or
+                         $CLIENT_PROXY_COMPONENT), started on the spawned
+                         server's component port as proxy-cmp.localhost
+                         with target svc-cmp@localhost and its own K
+                         resources, killed at the end; its CPU counts in
+                         srv cpu and cpu/1k (--spawn only). Ratios are
                          to direct if it runs, else to random, else to the
                          first mode
     --slow N             the first N resources of each implementing client
@@ -249,6 +261,7 @@ impl Default for Options {
 pub(crate) enum Scenario {
     SlowOne,
     StrategyCost,
+    Component,
 }
 
 impl Scenario {
@@ -256,8 +269,9 @@ impl Scenario {
         match name {
             "slow-one" => Ok(Scenario::SlowOne),
             "strategy-cost" => Ok(Scenario::StrategyCost),
+            "component" => Ok(Scenario::Component),
             other => Err(format!(
-                "--scenario must be slow-one or strategy-cost, not {other:?}"
+                "--scenario must be slow-one, strategy-cost or component, not {other:?}"
             )),
         }
     }
@@ -266,6 +280,7 @@ impl Scenario {
         match self {
             Scenario::SlowOne => "slow-one",
             Scenario::StrategyCost => "strategy-cost",
+            Scenario::Component => "component",
         }
     }
 
@@ -293,6 +308,11 @@ impl Scenario {
                     Mode::Balanced(Strategy::LeastInFlight),
                     Mode::Balanced(Strategy::Sticky),
                 ];
+            }
+            Scenario::Component => {
+                o.requesters = 4;
+                o.resources = 2;
+                o.modes = vec![Mode::Balanced(Strategy::Random), Mode::Component];
             }
         }
         o
@@ -434,10 +454,14 @@ pub(crate) fn parse_args(
             return Err(format!("--modes names {} twice", mode.title()));
         }
     }
-    if o.address.is_some() && o.modes.iter().any(|m| matches!(m, Mode::Balanced(_))) {
+    if o.address.is_some()
+        && o.modes
+            .iter()
+            .any(|m| matches!(m, Mode::Balanced(_) | Mode::Component))
+    {
         return Err(
-            "the modes random, round_robin, least_in_flight and sticky need the spawned \
-             server's components; they do not go with --address"
+            "the modes random, round_robin, least_in_flight, sticky and component need the \
+             spawned server's components; they do not go with --address"
                 .into(),
         );
     }
@@ -500,7 +524,18 @@ pub(crate) enum Mode {
     Proxied,
     /// To the spawned server's component with this choice of resource.
     Balanced(Strategy),
+    /// To the standalone component binary (`client-proxy-component`) on
+    /// the spawned server's component port, [`COMPONENT`].
+    Component,
 }
+
+/// The external component's domain: as long as the strategies'
+/// components, so the stanzas are the same size.
+pub(crate) const COMPONENT: &str = "proxy-cmp.localhost";
+/// Its target account.
+pub(crate) const COMPONENT_SERVICE: &str = "svc-cmp@localhost";
+/// Its `component_secret`.
+pub(crate) const COMPONENT_SECRET: &str = "loadgen-component-secret";
 
 impl Mode {
     fn parse(name: &str) -> Result<Self, String> {
@@ -511,10 +546,11 @@ impl Mode {
             "round_robin" => Mode::Balanced(Strategy::RoundRobin),
             "least_in_flight" | "lif" => Mode::Balanced(Strategy::LeastInFlight),
             "sticky" => Mode::Balanced(Strategy::Sticky),
+            "component" => Mode::Component,
             other => {
                 return Err(format!(
-                    "--modes takes direct, proxied, random, round_robin, least_in_flight and \
-                     sticky, not {other:?}"
+                    "--modes takes direct, proxied, random, round_robin, least_in_flight, \
+                     sticky and component, not {other:?}"
                 ))
             }
         })
@@ -529,6 +565,7 @@ impl Mode {
             Mode::Balanced(Strategy::RoundRobin) => "rrobin",
             Mode::Balanced(Strategy::LeastInFlight) => "lif",
             Mode::Balanced(Strategy::Sticky) => "sticky",
+            Mode::Component => "compnt",
         }
     }
 
@@ -537,6 +574,7 @@ impl Mode {
         match self {
             Mode::Balanced(Strategy::RoundRobin) => "round_robin",
             Mode::Balanced(Strategy::LeastInFlight) => "least_in_flight",
+            Mode::Component => "component",
             other => other.name(),
         }
     }

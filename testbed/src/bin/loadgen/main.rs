@@ -17,15 +17,20 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use client_proxy_testbed::minidom::Element;
-use client_proxy_testbed::{ProxyServer, PASSWORD, PROXY};
+use client_proxy_testbed::{ProxyServer, TempDir, PASSWORD, PROXY};
+use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_xmpp::jid::Jid;
 use tokio_xmpp::parsers::ping::Ping;
-use tokio_xmpp::parsers::presence::Presence;
+use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
+use tokio_xmpp::stanzastream::{Event, StanzaStream};
+use tokio_xmpp::Stanza;
 
-use args::{parse_args, Mode, Options, Strategy, HELP};
+use args::{
+    parse_args, Mode, Options, Strategy, COMPONENT, COMPONENT_SECRET, COMPONENT_SERVICE, HELP,
+};
 use client::{echo, login, sync};
 use measure::{summarize, Bench, Requester, Route};
 use report::{error_summary, mode_medians, phase_header, phase_row, ratio_tables, targets};
@@ -58,14 +63,14 @@ fn run_main(opts: Options) -> Result<(), String> {
     let began = std::time::Instant::now();
     let opts = Arc::new(opts);
     // The server is tied to this (the main) thread, which lives to the end.
-    let (server, addr, pid) = match &opts.address {
+    let (server, addr, pid, component) = match &opts.address {
         Some(address) => {
             let addr = address
                 .to_socket_addrs()
                 .map_err(|e| format!("--address {address}: {e}"))?
                 .next()
                 .ok_or_else(|| format!("--address {address} resolves to nothing"))?;
-            (None, addr, opts.pid)
+            (None, addr, opts.pid, None)
         }
         None => {
             let started = std::time::Instant::now();
@@ -80,6 +85,9 @@ fn run_main(opts: Options) -> Result<(), String> {
                     Mode::Balanced(strategy).title()
                 );
             }
+            if opts.modes.contains(&Mode::Component) {
+                components += &format!(", and {COMPONENT} external");
+            }
             println!(
                 "Spawned Prosody {} (pid {pid}, log level {}, Nagle {}) with client_proxy on {} \
                  in {:.1} s",
@@ -89,7 +97,24 @@ fn run_main(opts: Options) -> Result<(), String> {
                 components,
                 started.elapsed().as_secs_f64()
             );
-            (Some(server), addr, Some(pid))
+            let component = if opts.modes.contains(&Mode::Component) {
+                let port = server
+                    .prosody
+                    .component_addr()
+                    .expect("the component port is open");
+                let started = std::time::Instant::now();
+                let component = ComponentProcess::start(port)?;
+                println!(
+                    "Started {} (pid {}) as {COMPONENT} on {port} in {:.1} s",
+                    component.binary.display(),
+                    component.pid(),
+                    started.elapsed().as_secs_f64()
+                );
+                Some(component)
+            } else {
+                None
+            };
+            (Some(server), addr, Some(pid), component)
         }
     };
     let runtime = if opts.threads == 1 {
@@ -103,8 +128,15 @@ fn run_main(opts: Options) -> Result<(), String> {
             .build()
     }
     .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
-    let result = runtime.block_on(run(opts.clone(), addr, pid));
+    let result = runtime.block_on(run(opts.clone(), addr, pid, component.as_ref()));
     drop(runtime);
+    if let (Err(_), Some(component)) = (&result, &component) {
+        eprintln!(
+            "--- end of the component's log ---\n{}",
+            tail(&component.log(), 30)
+        );
+    }
+    drop(component);
     if let (Err(_), Some(server)) = (&result, &server) {
         eprintln!(
             "--- end of the Prosody log ---\n{}",
@@ -126,6 +158,7 @@ fn spawn_server(opts: &Options) -> Result<ProxyServer, String> {
         .map(|i| format!("{}{i}@localhost", opts.user_prefix))
         .collect();
     let strategies = strategies(opts);
+    let component = opts.modes.contains(&Mode::Component);
     ProxyServer::builder("")
         .with(|mut builder| {
             builder = builder.log_level(&level);
@@ -147,6 +180,11 @@ fn spawn_server(opts: &Options) -> Result<ProxyServer, String> {
                         &format!("target_address = \"{service}\"\n{}", strategy.option()),
                     )
                     .user(&service, PASSWORD);
+            }
+            if component {
+                builder = builder
+                    .external_component(COMPONENT, COMPONENT_SECRET)
+                    .user(COMPONENT_SERVICE, PASSWORD);
             }
             builder
         })
@@ -170,6 +208,99 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// The standalone component binary, connected to the spawned server's
+/// component port; killed when dropped, never left running.
+struct ComponentProcess {
+    child: std::process::Child,
+    binary: std::path::PathBuf,
+    dir: TempDir,
+}
+
+impl ComponentProcess {
+    /// `$CLIENT_PROXY_COMPONENT`, else `client-proxy-component` next to this
+    /// binary (`cargo build --release -p client-proxy-component`).
+    fn binary() -> Result<std::path::PathBuf, String> {
+        if let Some(path) = std::env::var_os("CLIENT_PROXY_COMPONENT") {
+            return Ok(path.into());
+        }
+        let exe = std::env::current_exe().map_err(|e| format!("where is loadgen: {e}"))?;
+        let path = exe
+            .parent()
+            .map(|dir| dir.join("client-proxy-component"))
+            .ok_or("loadgen has no directory")?;
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "no {}: build it with cargo build --release -p client-proxy-component, or \
+                 name it in $CLIENT_PROXY_COMPONENT",
+                path.display()
+            ))
+        }
+    }
+
+    fn start(server: SocketAddr) -> Result<Self, String> {
+        let binary = Self::binary()?;
+        let dir = TempDir::new().map_err(|e| format!("cannot make a directory: {e}"))?;
+        let config = dir.path().join("component.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "domain = \"{COMPONENT}\"\nserver = \"{server}\"\nsecret = \"{COMPONENT_SECRET}\"\n\
+                 target_address = \"{COMPONENT_SERVICE}\"\nlog_level = \"info\"\n"
+            ),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+        let log = std::fs::File::create(dir.path().join("component.log"))
+            .map_err(|e| format!("cannot create the component's log: {e}"))?;
+        let child = std::process::Command::new(&binary)
+            .arg("--config")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let component = ComponentProcess { child, binary, dir };
+        if !component.wait_for_log("Connected to", 1, Duration::from_secs(10)) {
+            return Err(format!(
+                "the component did not connect in 10 s:\n{}",
+                component.log()
+            ));
+        }
+        Ok(component)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("component.log")).unwrap_or_default()
+    }
+
+    /// Whether `needle` is in the log `count` times within `timeout`.
+    fn wait_for_log(&self, needle: &str, count: usize, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.log().matches(needle).count() >= count {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ComponentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The strategies the modes name, each a component of the spawned server.
 fn strategies(opts: &Options) -> Vec<Strategy> {
     opts.modes
@@ -184,7 +315,12 @@ fn strategies(opts: &Options) -> Vec<Strategy> {
 // ---------------------------------------------------------------------------
 // Running the phases
 
-async fn run(opts: Arc<Options>, addr: SocketAddr, pid: Option<u32>) -> Result<(), String> {
+async fn run(
+    opts: Arc<Options>,
+    addr: SocketAddr,
+    pid: Option<u32>,
+    component: Option<&ComponentProcess>,
+) -> Result<(), String> {
     let service_password = opts
         .service_password
         .clone()
@@ -206,7 +342,7 @@ async fn run(opts: Arc<Options>, addr: SocketAddr, pid: Option<u32>) -> Result<(
                 if default_service.is_none() {
                     let service = (opts.service.as_str(), service_password.as_str());
                     default_service =
-                        Some(online(addr, service, &opts, &stopped, &mut services).await?);
+                        Some(online(addr, service, None, &opts, &stopped, &mut services).await?);
                 }
                 let (targets, served) = default_service.clone().expect("logged in");
                 Route {
@@ -222,11 +358,34 @@ async fn run(opts: Arc<Options>, addr: SocketAddr, pid: Option<u32>) -> Result<(
             Mode::Balanced(strategy) => {
                 let account = strategy.service();
                 let service = (account.as_str(), PASSWORD);
-                let (_, served) = online(addr, service, &opts, &stopped, &mut services).await?;
+                let (_, served) =
+                    online(addr, service, None, &opts, &stopped, &mut services).await?;
                 let component = strategy.component();
                 Route {
                     mode,
                     targets: vec![component.parse().map_err(|e| format!("{component}: {e}"))?],
+                    served,
+                }
+            }
+            Mode::Component => {
+                let process = component.ok_or("component mode without the component")?;
+                let service = (COMPONENT_SERVICE, PASSWORD);
+                let approve = Some(COMPONENT);
+                let (_, served) =
+                    online(addr, service, approve, &opts, &stopped, &mut services).await?;
+                // Known to the component once it has logged each of them.
+                let needle = format!("{COMPONENT_SERVICE}/r");
+                let wait = Duration::from_secs(10);
+                if !process.wait_for_log(&needle, opts.resources, wait) {
+                    return Err(format!(
+                        "the component did not learn the {} resources of {COMPONENT_SERVICE} in \
+                         10 s",
+                        opts.resources
+                    ));
+                }
+                Route {
+                    mode,
+                    targets: vec![COMPONENT.parse().map_err(|e| format!("{COMPONENT}: {e}"))?],
                     served,
                 }
             }
@@ -294,6 +453,7 @@ async fn run(opts: Arc<Options>, addr: SocketAddr, pid: Option<u32>) -> Result<(
     let mut bench = Bench {
         opts: opts.clone(),
         pid,
+        component_pid: component.map(ComponentProcess::pid),
         requesters,
         services,
         routes,
@@ -345,10 +505,13 @@ async fn run(opts: Arc<Options>, addr: SocketAddr, pid: Option<u32>) -> Result<(
 
 /// Logs in the `resources` of an implementing client (`account`,
 /// `password`), each online with priority 0 and answering as `--slow`
-/// says; returns their JIDs and their counts of replies.
+/// says; returns their JIDs and their counts of replies. With `approve`
+/// (an external component's domain), the first resource waits for its
+/// subscription request and approves it, as its README asks.
 async fn online(
     addr: SocketAddr,
     (account, password): (&str, &str),
+    approve: Option<&str>,
     opts: &Options,
     stopped: &watch::Receiver<bool>,
     services: &mut Vec<JoinHandle<Result<(), String>>>,
@@ -361,6 +524,9 @@ async fn online(
         let (mut stream, bound) = login(addr, &jid, password).await?;
         let presence = Presence::available().with_priority(0);
         drop(stream.send(Box::new(presence.into())).await);
+        if let (1, Some(component)) = (k, approve) {
+            approve_subscription(&mut stream, component).await?;
+        }
         sync(&mut stream, domain).await?;
         targets.push(bound);
         let count = Arc::new(AtomicU64::new(0));
@@ -373,4 +539,28 @@ async fn online(
         services.push(tokio::spawn(echo(stream, stopped.clone(), delay, count)));
     }
     Ok((targets, served))
+}
+
+/// Waits for `component`'s presence subscription request and approves it.
+async fn approve_subscription(stream: &mut StanzaStream, component: &str) -> Result<(), String> {
+    let from: Jid = component.parse().map_err(|e| format!("{component}: {e}"))?;
+    let asked = timeout(Duration::from_secs(10), async {
+        while let Some(event) = stream.next().await {
+            if let Event::Stanza(Stanza::Presence(presence)) = event {
+                if presence.type_ == PresenceType::Subscribe
+                    && presence.from.as_ref() == Some(&from)
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    if asked != Ok(true) {
+        return Err(format!("no subscription request from {component} in 10 s"));
+    }
+    let subscribed = Presence::new(PresenceType::Subscribed).with_to(from);
+    drop(stream.send(Box::new(subscribed.into())).await);
+    Ok(())
 }

@@ -251,14 +251,17 @@ pub(crate) fn host_busy_seconds() -> Option<f64> {
 pub(crate) struct CpuMark {
     pub(crate) at: Instant,
     pub(crate) server: Option<f64>,
+    /// The standalone component's process, when it runs.
+    pub(crate) component: Option<f64>,
     pub(crate) own: Option<f64>,
     pub(crate) host: Option<f64>,
 }
 
-pub(crate) fn cpu_mark(pid: Option<u32>) -> CpuMark {
+pub(crate) fn cpu_mark(pid: Option<u32>, component: Option<u32>) -> CpuMark {
     CpuMark {
         at: Instant::now(),
         server: pid.and_then(|pid| cpu_seconds(&pid.to_string())),
+        component: component.and_then(|pid| cpu_seconds(&pid.to_string())),
         own: cpu_seconds("self"),
         host: host_busy_seconds(),
     }
@@ -280,10 +283,14 @@ pub(crate) struct Phase {
     pub(crate) max: f64,
     pub(crate) errors: BTreeMap<String, u64>,
     pub(crate) skipped: u64,
-    /// Server CPU use, as a fraction of one core.
+    /// Server CPU use, as a fraction of one core (in component mode,
+    /// Prosody's and the component process's together).
     pub(crate) server_util: Option<f64>,
-    /// Server CPU milliseconds per 1,000 round trips.
+    /// Server CPU milliseconds per 1,000 round trips (in component mode,
+    /// Prosody's and the component process's together).
     pub(crate) cpu_per_1k: Option<f64>,
+    /// In component mode: the component process's share of `cpu_per_1k`.
+    pub(crate) component_per_1k: Option<f64>,
     pub(crate) own_util: Option<f64>,
     /// Everything else the machine ran meanwhile, in cores.
     pub(crate) other_util: Option<f64>,
@@ -296,6 +303,8 @@ pub(crate) struct Phase {
 pub(crate) struct Bench {
     pub(crate) opts: Arc<Options>,
     pub(crate) pid: Option<u32>,
+    /// The standalone component's process, when a mode uses it.
+    pub(crate) component_pid: Option<u32>,
     pub(crate) requesters: Vec<Requester>,
     pub(crate) services: Vec<JoinHandle<Result<(), String>>>,
     /// One per mode.
@@ -375,10 +384,10 @@ impl Bench {
             })
             .collect();
         sleep_until(spec.measure_from).await;
-        let before = cpu_mark(self.pid);
+        let before = cpu_mark(self.pid, self.component_pid);
         let served_before = count();
         sleep_until(spec.measure_to).await;
-        let after = cpu_mark(self.pid);
+        let after = cpu_mark(self.pid, self.component_pid);
         let served_after = count();
         let mut stats = Stats::default();
         let mut failure = None;
@@ -394,6 +403,11 @@ impl Bench {
         }
         if let Some(failure) = failure {
             return Err(failure);
+        }
+        if let Some(pid) = self.component_pid {
+            if cpu_seconds(&pid.to_string()).is_none() {
+                return Err("the component process is gone".into());
+            }
         }
         if self.services.iter().any(JoinHandle::is_finished) {
             return Err("a resource of the implementing client stopped".into());
@@ -434,16 +448,34 @@ pub(crate) fn summarize(
         let rank = ((p * n as f64).ceil() as usize).clamp(1, n);
         stats.latencies[rank - 1] as f64 / 1000.0
     };
-    let server_cpu = match (before.server, after.server) {
+    let prosody_cpu = match (before.server, after.server) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
+    };
+    // The component idles in the other modes; what it uses then counts
+    // as other work on the machine.
+    let component_cpu = match (before.component, after.component) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let server_cpu = match (mode, prosody_cpu, component_cpu) {
+        (Mode::Component, Some(p), Some(c)) => Some(p + c),
+        (Mode::Component, _, None) => None,
+        _ => prosody_cpu,
+    };
+    let per_1k = |cpu: f64| {
+        // The CPU window is the measured one give or take a scheduling
+        // delay: scaled to it.
+        (stats.completed > 0).then(|| cpu / wall * duration / stats.completed as f64 * 1e6)
     };
     let own_cpu = match (before.own, after.own) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
     let other_cpu = match (before.host, after.host, own_cpu) {
-        (Some(a), Some(b), Some(own)) => Some((b - a - own - server_cpu.unwrap_or(0.0)).max(0.0)),
+        (Some(a), Some(b), Some(own)) => {
+            Some((b - a - own - prosody_cpu.unwrap_or(0.0) - component_cpu.unwrap_or(0.0)).max(0.0))
+        }
         _ => None,
     };
     Phase {
@@ -458,11 +490,10 @@ pub(crate) fn summarize(
         errors: stats.errors,
         skipped: stats.skipped,
         server_util: server_cpu.map(|cpu| cpu / wall),
-        // The CPU window is the measured one give or take a scheduling
-        // delay: scaled to it.
-        cpu_per_1k: server_cpu.and_then(|cpu| {
-            (stats.completed > 0).then(|| cpu / wall * duration / stats.completed as f64 * 1e6)
-        }),
+        cpu_per_1k: server_cpu.and_then(per_1k),
+        component_per_1k: component_cpu
+            .filter(|_| mode == Mode::Component)
+            .and_then(per_1k),
         own_util: own_cpu.map(|cpu| cpu / wall),
         other_util: other_cpu.map(|cpu| cpu / wall),
         slow_share: (opts.slow > 0 && all_served > 0)

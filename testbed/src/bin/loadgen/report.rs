@@ -194,7 +194,11 @@ pub(crate) fn ratio_tables(opts: &Options, phases: &[Phase]) -> String {
 /// figure over its phases.
 pub(crate) fn mode_medians(opts: &Options, phases: &[Phase]) -> String {
     let mut out = String::new();
-    if !opts.modes.iter().any(|m| matches!(m, Mode::Balanced(_))) {
+    if !opts
+        .modes
+        .iter()
+        .any(|m| matches!(m, Mode::Balanced(_) | Mode::Component))
+    {
         return out;
     }
     for &load in &opts.loads {
@@ -230,6 +234,16 @@ pub(crate) fn mode_medians(opts: &Options, phases: &[Phase]) -> String {
                 },
                 percent(slow.is_finite().then_some(slow)),
             );
+            let part = of(|p| p.component_per_1k);
+            let prosody = of(|p| Some(p.cpu_per_1k? - p.component_per_1k?));
+            if mode == Mode::Component && part.is_finite() {
+                let _ = writeln!(
+                    out,
+                    "{:<16} {:>53}",
+                    "",
+                    format!("of which Prosody {prosody:.1}ms, the component process {part:.1}ms")
+                );
+            }
         }
         let _ = writeln!(out);
     }
