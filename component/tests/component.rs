@@ -35,41 +35,19 @@ fn setup(extra: &str) -> Setup {
 }
 
 impl Setup {
-    async fn connect(&self, jid: &str) -> Xmpp {
-        Xmpp::connect(self.prosody.c2s_addr(), jid, PASSWORD)
-            .await
-            .unwrap_or_else(|e| panic!("{jid} cannot log in: {e}"))
-    }
-
-    /// A resource of the service, online and known to the component. The
-    /// first one approves the component's subscription, as the README says.
+    /// A resource of the service, online and known to the component.
     async fn service(&mut self, resource: &str) -> Xmpp {
-        let mut client = self.connect(&format!("{TARGET}/{resource}")).await;
-        client.send_presence(None, 0).await.unwrap();
-        if !self.approved {
-            let subscribe = client
-                .recv_matching(WAIT, |s| {
-                    s.name() == "presence"
-                        && s.attr("type") == Some("subscribe")
-                        && s.attr("from") == Some(PROXY)
-                })
-                .await;
-            assert!(subscribe.is_some(), "no subscription request from {PROXY}");
-            client.send_raw_presence("subscribed", PROXY).await.unwrap();
-            self.approved = true;
-        }
-        let online = format!("{TARGET}/{resource} is online");
-        let before = self.component.log().matches(&online).count();
-        assert!(
-            self.component.wait_for_log(&online, before.max(1), WAIT),
-            "the component did not learn {resource}"
-        );
-        client.sync().await;
-        client
+        online_resource(
+            self.prosody.c2s_addr(),
+            &self.component,
+            &mut self.approved,
+            resource,
+        )
+        .await
     }
 
     async fn client(&self, user: &str) -> Xmpp {
-        self.connect(&format!("{user}@localhost/phone")).await
+        connect(self.prosody.c2s_addr(), &format!("{user}@localhost/phone")).await
     }
 }
 
@@ -259,7 +237,7 @@ async fn the_component_reconnects_after_a_server_restart_and_relearns_the_resour
     );
     // The resource comes back; the subscription is in the roster still, and
     // the component's probe learns it.
-    let mut svc = s.connect(&format!("{TARGET}/r1")).await;
+    let mut svc = connect(s.prosody.c2s_addr(), &format!("{TARGET}/r1")).await;
     svc.send_presence(None, 0).await.unwrap();
     assert!(s
         .component

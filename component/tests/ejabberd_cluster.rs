@@ -20,12 +20,6 @@ use minidom::Element;
 const ALICE: &str = "alice@localhost";
 const BOB: &str = "bob@localhost";
 
-async fn connect(server: &Ejabberd, jid: &str) -> Xmpp {
-    Xmpp::connect(server.c2s_addr(), jid, PASSWORD)
-        .await
-        .unwrap_or_else(|e| panic!("{jid} cannot log in on {}: {e}", server.node()))
-}
-
 /// The target's `resource` on `server`, online and known to the component
 /// (for the `count`th time).
 async fn service(
@@ -34,7 +28,7 @@ async fn service(
     resource: &str,
     count: usize,
 ) -> EchoHandle {
-    let mut client = connect(server, &format!("{TARGET}/{resource}")).await;
+    let mut client = connect(server.c2s_addr(), &format!("{TARGET}/{resource}")).await;
     client.send_presence(None, 0).await.unwrap();
     assert!(
         component.wait_for_log(&format!("{TARGET}/{resource} is online"), count, WAIT),
@@ -115,8 +109,8 @@ async fn ejabberd_cluster_both_nodes_serve_and_a_node_restart_answers_every_requ
     let component = start_component(a.component_addr(), "timeout = 2");
     let on_a = service(&a, &component, "on-a", 1).await;
     let on_b = service(&b, &component, "on-b", 1).await;
-    let mut alice = connect(&a, &format!("{ALICE}/phone")).await;
-    let mut bob = connect(&b, &format!("{BOB}/phone")).await;
+    let mut alice = connect(a.c2s_addr(), &format!("{ALICE}/phone")).await;
+    let mut bob = connect(b.c2s_addr(), &format!("{BOB}/phone")).await;
 
     // Both nodes' resources serve, for requesters on either node.
     for i in 0..20 {
@@ -160,7 +154,7 @@ async fn ejabberd_cluster_both_nodes_serve_and_a_node_restart_answers_every_requ
 
     // B's resource logs in again and serves again; bob too.
     let on_b = service(&b, &component, "on-b", 2).await;
-    let mut bob = connect(&b, &format!("{BOB}/phone")).await;
+    let mut bob = connect(b.c2s_addr(), &format!("{BOB}/phone")).await;
     let before = on_b.served();
     for _ in 0..40 {
         if on_b.served() > before {

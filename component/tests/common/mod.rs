@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use client_proxy_testbed::{error_condition, ping, TempDir, Xmpp, PROXY, TARGET};
+use std::net::SocketAddr;
+
+use client_proxy_testbed::{error_condition, ping, TempDir, Xmpp, PASSWORD, PROXY, TARGET};
 use minidom::Element;
 
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -134,4 +136,45 @@ pub fn assert_error(reply: Option<Element>, ty: &str, condition: &str) {
         "{}",
         String::from(&reply)
     );
+}
+
+/// `jid` logged in at `c2s`.
+pub async fn connect(c2s: SocketAddr, jid: &str) -> Xmpp {
+    Xmpp::connect(c2s, jid, PASSWORD)
+        .await
+        .unwrap_or_else(|e| panic!("{jid} cannot log in at {c2s}: {e}"))
+}
+
+/// A resource of the target logged in at `c2s`, online and known to the
+/// component. Unless `approved`, it first approves the component's
+/// subscription, as the README says, and sets `approved`.
+pub async fn online_resource(
+    c2s: SocketAddr,
+    component: &Running,
+    approved: &mut bool,
+    resource: &str,
+) -> Xmpp {
+    let mut client = connect(c2s, &format!("{TARGET}/{resource}")).await;
+    client.send_presence(None, 0).await.unwrap();
+    if !*approved {
+        let subscribe = client
+            .recv_matching(WAIT, |s| {
+                s.name() == "presence"
+                    && s.attr("type") == Some("subscribe")
+                    && s.attr("from") == Some(PROXY)
+            })
+            .await;
+        assert!(subscribe.is_some(), "no subscription request from {PROXY}");
+        client.send_raw_presence("subscribed", PROXY).await.unwrap();
+        *approved = true;
+    }
+    let online = format!("{TARGET}/{resource} is online");
+    let before = component.log().matches(&online).count();
+    assert!(
+        component.wait_for_log(&online, before.max(1), WAIT),
+        "the component did not learn {resource}:\n{}",
+        component.log()
+    );
+    client.sync().await;
+    client
 }
