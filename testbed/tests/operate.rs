@@ -8,10 +8,10 @@ mod operate_common;
 use std::time::Duration;
 
 use client_proxy_testbed::{
-    iq, ping, refusal, samples, spawn_echo, EchoHandle, EchoMode, ProxyServer, Xmpp, PROXY, TARGET,
+    iq, ping, refusal, samples, spawn_echo, EchoMode, ProxyServer, Xmpp, PROXY, TARGET,
 };
 use minidom::Element;
-use operate_common::{assert_error, next_request, resource, WAIT};
+use operate_common::{assert_error, next_request, resource, until_seen_once, WAIT};
 
 /// How long to wait for something that must not arrive.
 const QUIET: Duration = Duration::from_millis(700);
@@ -173,28 +173,6 @@ async fn assert_quiet(client: &mut Xmpp) {
     if let Some(stanza) = client.recv(QUIET).await {
         panic!("{} got one more: {}", client.jid(), String::from(&stanza));
     }
-}
-
-/// Gets from `client`, one at a time, until `stray` has been sent one;
-/// every one must be answered with a result. How many were sent.
-async fn until_seen_once(client: &mut Xmpp, stray: &EchoHandle, prefix: &str) -> usize {
-    for i in 0..6 {
-        let id = format!("{prefix}{i}");
-        let reply = client
-            .request(PROXY, "get", &id, ping(), WAIT)
-            .await
-            .unwrap_or_else(|| panic!("no answer to {id}"));
-        assert_eq!(
-            reply.attr("type"),
-            Some("result"),
-            "{}",
-            String::from(&reply)
-        );
-        if !stray.seen().is_empty() {
-            return i + 1;
-        }
-    }
-    panic!("round robin never reached {}", stray.jid());
 }
 
 #[tokio::test]

@@ -7,13 +7,13 @@
 use std::time::Duration;
 
 use client_proxy_testbed::{
-    error_condition, iq, ping, served_by, spawn_echo, spread, EchoHandle, EchoMode, ProxyServer,
-    Xmpp, PASSWORD, PROXY, TARGET,
+    error_condition, iq, ping, served_by, spawn_echo, spread, EchoMode, ProxyServer, Xmpp,
+    PASSWORD, PROXY, TARGET,
 };
 use minidom::Element;
 
 mod operate_common;
-use operate_common::{module_lines, next_request, resource, resource_of, WAIT};
+use operate_common::{module_lines, next_request, resource, resource_of, until_seen_once, WAIT};
 
 const QUIET: Duration = Duration::from_millis(700);
 const NEW_TARGET: &str = "svc2@localhost";
@@ -52,17 +52,6 @@ async fn assert_quiet(client: &mut Xmpp) {
     if let Some(stanza) = client.recv(QUIET).await {
         panic!("{} got one more: {}", client.jid(), show(&stanza));
     }
-}
-
-/// Gets, one at a time, until `stray` has been sent one; how many.
-async fn until_seen_once(client: &mut Xmpp, stray: &EchoHandle, prefix: &str) -> usize {
-    for i in 0..6 {
-        spread(client, &format!("{prefix}{i}-"), 1).await;
-        if !stray.seen().is_empty() {
-            return i + 1;
-        }
-    }
-    panic!("round robin never reached {}", stray.jid());
 }
 
 fn reload(server: &ProxyServer) -> String {

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use client_proxy_testbed::{error_condition, ProxyServer, Xmpp, PASSWORD, TARGET};
+use client_proxy_testbed::{
+    error_condition, spread, EchoHandle, ProxyServer, Xmpp, PASSWORD, TARGET,
+};
 use minidom::Element;
 
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -70,4 +72,16 @@ pub fn module_lines(server: &ProxyServer) -> Vec<(String, String)> {
                 .then(|| (level.trim().to_owned(), message.to_owned()))
         })
         .collect()
+}
+
+/// Gets from `client`, one at a time, until `stray` has been sent one;
+/// every one must be answered with a result. How many were sent.
+pub async fn until_seen_once(client: &mut Xmpp, stray: &EchoHandle, prefix: &str) -> usize {
+    for i in 0..6 {
+        spread(client, &format!("{prefix}{i}-"), 1).await;
+        if !stray.seen().is_empty() {
+            return i + 1;
+        }
+    }
+    panic!("round robin never reached {}", stray.jid());
 }
