@@ -162,7 +162,11 @@ impl Run {
                 prop_assert_eq!(self.handle(s, None)?, Verdict::Done);
                 self.model.online(&r, priority, show);
                 let actions = self.actions();
-                prop_assert!(actions.is_empty(), "{:?}", actions);
+                self.send_waiting(actions)?;
+            }
+            Event::Reconnect { millis } => {
+                self.model.now = self.model.now.saturating_add(Duration::from_millis(millis));
+                self.reconnect()?;
             }
             Event::Offline { resource } => {
                 let r = resource_name(resource);
@@ -206,7 +210,10 @@ impl Run {
                 self.reply(&r, &requester(n), &format!("i{id}"), answer)?;
             }
             Event::Genuine { pick, answer } => {
-                let mut keys: Vec<_> = self.model.flights.keys().cloned().collect();
+                let mut keys: Vec<_> = (self.model.flights.iter())
+                    .filter(|(_, f)| !f.waiting())
+                    .map(|(k, _)| k.clone())
+                    .collect();
                 if keys.is_empty() {
                     return Ok(());
                 }
@@ -338,6 +345,7 @@ impl Run {
                         sends: 1,
                         tried: vec![r],
                         not_me: Vec::new(),
+                        relinked: 0,
                     },
                 );
             }
@@ -502,11 +510,16 @@ fn every_accepted_request_gets_exactly_one_answer_from_an_allowed_resource() {
         any::<bool>(),
     );
     run_cases(
-        10_000,
+        12_000,
         cases,
         &[
             "A8: the last not-me forwarded",
             "B2: refused",
+            "C2: past its deadline at a reconnection",
+            "C2: waited since a reconnection, timed out",
+            "C3: answered at a reconnection",
+            "C3: sent again after a reconnection",
+            "C3: waiting since a reconnection",
             "C4: asked, answered on unload",
             "C3: a get lost, not sent again",
             "C3: a set lost",

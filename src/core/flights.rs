@@ -19,6 +19,11 @@ const BY_RESOURCE: usize = 1;
 /// A request's handle in the slab.
 pub(crate) type FlightId = u32;
 
+/// The `resource` of a request that no resource holds: it was sent, then
+/// the link to the server was lost, and it waits for a resource to come
+/// online to be sent again ([`Proxy::reconnect`](super::Proxy::reconnect)).
+pub(crate) const WAITING: ResourceId = ResourceId::MAX;
+
 #[derive(Clone, Copy, Debug)]
 struct Links {
     prev: u32,
@@ -177,6 +182,8 @@ pub(crate) struct Flights<P> {
     index: HashMap<Key, FlightId>,
     by_deadline: List,
     by_resource: Vec<List>,
+    /// The requests held by no resource ([`WAITING`]).
+    waiting: List,
 }
 
 impl<P> Default for Flights<P> {
@@ -187,6 +194,7 @@ impl<P> Default for Flights<P> {
             index: HashMap::new(),
             by_deadline: EMPTY,
             by_resource: Vec::new(),
+            waiting: EMPTY,
         }
     }
 }
@@ -284,6 +292,34 @@ impl<P> Flights<P> {
         self.link_by_resource(f, resource);
     }
 
+    /// Takes the request from its resource, to wait for another.
+    pub fn wait(&mut self, f: FlightId) {
+        self.unlink(f, BY_RESOURCE);
+        self.get_mut(f).resource = WAITING;
+        self.link_by_resource(f, WAITING);
+    }
+
+    /// Sends a waiting request to `resource`; the one that had it before the
+    /// link was lost is not counted as tried, as it never refused it.
+    pub fn place(&mut self, f: FlightId, resource: ResourceId) {
+        self.unlink(f, BY_RESOURCE);
+        let flight = self.get_mut(f);
+        flight.resource = resource;
+        flight.sends = flight.sends.saturating_add(1);
+        self.link_by_resource(f, resource);
+    }
+
+    /// The requests sent to `resource` (or [`WAITING`]), oldest first.
+    pub fn of(&self, resource: ResourceId) -> Vec<FlightId> {
+        let mut out = Vec::new();
+        let mut f = self.first_of(resource).unwrap_or(NIL);
+        while f != NIL {
+            out.push(f);
+            f = self.get(f).links[BY_RESOURCE].next;
+        }
+        out
+    }
+
     /// The request with the earliest deadline, if that deadline is `now` or
     /// earlier.
     pub fn first_expired(&self, now: Time) -> Option<FlightId> {
@@ -298,7 +334,10 @@ impl<P> Flights<P> {
 
     /// Any request sent to `resource`.
     pub fn first_of(&self, resource: ResourceId) -> Option<FlightId> {
-        let head = self.by_resource.get(resource as usize)?.head;
+        let head = match resource {
+            WAITING => self.waiting.head,
+            _ => self.by_resource.get(resource as usize)?.head,
+        };
         (head != NIL).then_some(head)
     }
 
@@ -314,17 +353,18 @@ impl<P> Flights<P> {
     }
 
     fn list(&mut self, which: usize, owner: u32) -> &mut List {
-        match which {
-            BY_DEADLINE => &mut self.by_deadline,
+        match (which, owner) {
+            (BY_DEADLINE, _) => &mut self.by_deadline,
+            (_, WAITING) => &mut self.waiting,
             _ => &mut self.by_resource[owner as usize],
         }
     }
 
     fn link_by_resource(&mut self, f: FlightId, resource: ResourceId) {
-        if self.by_resource.len() <= resource as usize {
+        if resource != WAITING && self.by_resource.len() <= resource as usize {
             self.by_resource.resize(resource as usize + 1, EMPTY);
         }
-        let tail = self.by_resource[resource as usize].tail;
+        let tail = self.list(BY_RESOURCE, resource).tail;
         self.link_after(f, BY_RESOURCE, resource, tail);
     }
 
@@ -433,5 +473,27 @@ mod tests {
         assert_eq!(fl.len(), 0);
         assert_eq!(fl.next_deadline(), None);
         assert_eq!(fl.first_of(1), None);
+    }
+
+    #[test]
+    fn waiting_requests_are_listed_apart_and_placed_again() {
+        let mut fl: Flights<()> = Flights::default();
+        let a = insert(&mut fl, 1, "a", 0, (t(0), t(30)));
+        let b = insert(&mut fl, 1, "b", 0, (t(0), t(31)));
+        let c = insert(&mut fl, 2, "c", 1, (t(0), t(32)));
+        fl.wait(b);
+        fl.wait(a);
+        assert_eq!(fl.of(0), Vec::<FlightId>::new());
+        assert_eq!(fl.of(WAITING), vec![b, a]);
+        assert_eq!(fl.get(a).resource, WAITING);
+        // The deadline order is kept while waiting.
+        assert_eq!(fl.first_expired(t(30)), Some(a));
+        fl.place(a, 1);
+        assert_eq!(fl.of(1), vec![c, a]);
+        assert_eq!(fl.get(a).sends, 2);
+        assert!(fl.get(a).tried().is_empty());
+        assert_eq!(fl.remove(b).id.as_ref(), "b");
+        assert_eq!(fl.first_of(WAITING), None);
+        assert_eq!(fl.len(), 2);
     }
 }

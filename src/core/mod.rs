@@ -273,7 +273,12 @@ impl<P: Clone> Proxy<P> {
     /// A1-A7: presence from the target.
     fn target_presence(&mut self, s: Stanza<'_>, resource: Option<&str>, now: Time) -> Verdict {
         match (s.ty, resource) {
-            (None, Some(r)) => self.resource_online(r, s.show, s.priority, now),
+            (None, Some(r)) => {
+                self.resource_online(r, s.show, s.priority, now);
+                if self.flights.first_of(flights::WAITING).is_some() {
+                    self.send_waiting();
+                }
+            }
             (None, None) => return Verdict::Drop(DropReason::Malformed),
             (Some("unavailable"), Some(r)) => self.offline(r),
             (Some("unavailable"), None) | (Some("error"), _) => self.all_offline(),

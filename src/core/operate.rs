@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::flights::WAITING;
 use super::{join, split, EjectReason, Level, Proxy, Resource, State, Sticky, Time};
 use crate::Error;
 
@@ -131,8 +132,13 @@ impl<P: Clone> Proxy<P> {
             ));
         }
         let counts = self.resources.count_states();
+        let waiting = match self.flights.of(WAITING).len() {
+            0 => String::new(),
+            n => format!(" ({n} waiting for a resource since the reconnection)"),
+        };
         lines.push(format!(
-            "{} online, {} eligible, {} draining, {} ejected; {} requests in flight; {} accepted",
+            "{} online, {} eligible, {} draining, {} ejected; {} requests in flight{waiting}; {} \
+             accepted",
             self.resources.online(),
             counts[State::Eligible as usize],
             counts[State::Draining as usize],

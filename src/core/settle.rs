@@ -4,12 +4,15 @@
 
 use std::rc::Rc;
 
-use super::flights::{Flight, FlightId};
+use super::flights::{Flight, FlightId, WAITING};
 use super::resources::ResourceId;
 use super::{
     Action, Condition, EjectReason, ErrorType, Level, Method, Outcome, Proxy, Retry, StanzaError,
     Time, Verdict,
 };
+
+/// C2's answer.
+const TIMEOUT: StanzaError = StanzaError(ErrorType::Wait, Condition::RemoteServerTimeout);
 
 impl<P: Clone> Proxy<P> {
     /// A8, C1: forwards the answer to a request, and ejects the resources
@@ -58,6 +61,17 @@ impl<P: Clone> Proxy<P> {
         };
         self.flights.resend(f, resource, previous, not_me);
         self.resources.drop_load(old);
+        let reason = if not_me {
+            Retry::NotMe
+        } else {
+            Retry::ResourceLost
+        };
+        self.send_again(f, resource, reason);
+        true
+    }
+
+    /// Queues a request, already recorded as sent to `resource`, for it.
+    fn send_again(&mut self, f: FlightId, resource: ResourceId, reason: Retry) {
         self.resources.add_load(resource);
         let flight = self.flights.get(f);
         let action = Action::Resend {
@@ -66,13 +80,7 @@ impl<P: Clone> Proxy<P> {
             to: self.resources.jid(resource).to_string(),
         };
         self.actions.push_back(action);
-        let reason = if not_me {
-            Retry::NotMe
-        } else {
-            Retry::ResourceLost
-        };
         self.stats.retries[reason as usize] += 1;
-        true
     }
 
     /// A2: one resource went offline; its requests are settled (C3).
@@ -82,10 +90,94 @@ impl<P: Clone> Proxy<P> {
         }
     }
 
-    /// A3, A5: every resource went offline.
+    /// A3, A5: every resource went offline, so nothing waiting since a
+    /// reconnection can be sent again either.
     pub(super) fn all_offline(&mut self) {
         for (id, jid) in self.resources.clear() {
             self.settle_lost(id, jid);
+        }
+        let waiting = self.flights.of(WAITING);
+        if !waiting.is_empty() {
+            let error = self.lost_error();
+            for &f in &waiting {
+                self.fail(f, error, Outcome::ResourceLost);
+            }
+            let message = format!(
+                "{} has no resource online: {} request(s) waiting since the reconnection \
+                 answered {error}",
+                self.config.target,
+                waiting.len()
+            );
+            self.log(Level::Info, message);
+        }
+    }
+
+    /// The link to the server was lost and is back (a standalone component
+    /// that connected again): what it knew of the target's resources is
+    /// void, and answers sent meanwhile are lost.
+    ///
+    /// What is past its deadline is answered as C2, without counting it
+    /// against a resource (D7). The rest is settled as C3 settles a lost
+    /// resource, except that a `get` waits for the first resource to come
+    /// online, which may be the one that had it, until its deadline; the
+    /// service's own requests are forgotten (O5). The caller then asks for
+    /// the target's presence again.
+    pub fn reconnect(&mut self, now: Time) {
+        let mut timed_out = 0;
+        while let Some(f) = self.flights.first_expired(now) {
+            self.fail(f, TIMEOUT, Outcome::Timeout);
+            timed_out += 1;
+        }
+        let (mut waiting, mut answered) = (0, 0);
+        for (id, _) in self.resources.clear() {
+            for f in self.flights.of(id) {
+                let flight = self.flights.get(f);
+                if flight.origin().is_some() {
+                    self.forget(f);
+                } else if flight.method == Method::Get
+                    && flight.payload.is_some()
+                    && u32::from(flight.sends) < self.config.attempts
+                {
+                    self.flights.wait(f);
+                    waiting += 1;
+                } else {
+                    let error = StanzaError(ErrorType::Wait, Condition::RecipientUnavailable);
+                    self.fail(f, error, Outcome::ResourceLost);
+                    answered += 1;
+                }
+            }
+        }
+        if timed_out + waiting + answered > 0 {
+            let message = format!(
+                "Requests in flight when the link to the server was lost: {waiting} wait for a \
+                 resource to be sent again, {answered} answered wait/recipient-unavailable, \
+                 {timed_out} past their deadline answered {TIMEOUT}"
+            );
+            self.log(Level::Info, message);
+        }
+    }
+
+    /// Sends what waits since a reconnection to the resources that can take
+    /// it now; what finds none waits on.
+    pub(super) fn send_waiting(&mut self) {
+        let mut sent = 0;
+        for f in self.flights.of(WAITING) {
+            let flight = self.flights.get(f);
+            let tried: Vec<Rc<str>> = flight.tried().iter().map(|t| t.0.clone()).collect();
+            let (balance, key) = (self.config.balance, flight.key);
+            let Some(resource) = self.resources.choose(balance, key, &tried, &mut self.rng) else {
+                continue;
+            };
+            self.flights.place(f, resource);
+            self.send_again(f, resource, Retry::ResourceLost);
+            sent += 1;
+        }
+        if sent > 0 {
+            let left = self.flights.of(WAITING).len();
+            let message = format!(
+                "Sent again {sent} request(s) waiting since the reconnection, {left} left waiting"
+            );
+            self.log(Level::Info, message);
         }
     }
 
@@ -175,15 +267,12 @@ impl<P: Clone> Proxy<P> {
             let flight = self.flights.get(f);
             let (resource, inbound) = (flight.resource, flight.origin().is_none());
             let threshold = self.config.eject_after_timeouts;
-            if inbound && self.resources.timed_out(resource, threshold) {
+            let held = inbound && resource != WAITING;
+            if held && self.resources.timed_out(resource, threshold) {
                 let jid = self.resources.jid(resource).clone();
                 self.eject(&jid, EjectReason::Timeouts, now);
             }
-            self.fail(
-                f,
-                StanzaError(ErrorType::Wait, Condition::RemoteServerTimeout),
-                Outcome::Timeout,
-            );
+            self.fail(f, TIMEOUT, Outcome::Timeout);
         }
     }
 

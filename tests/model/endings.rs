@@ -10,7 +10,7 @@ use client_proxy::core::{Action, Condition, ErrorType, StanzaError};
 use proptest::prelude::*;
 
 use super::events::requester;
-use super::reference::Key;
+use super::reference::{Flight, Key};
 use super::{resource_of, Payload, Run, MAX, P, PER_REQUESTER, TIMEOUT};
 
 const TIMED_OUT: StanzaError = StanzaError(ErrorType::Wait, Condition::RemoteServerTimeout);
@@ -80,14 +80,86 @@ impl Run {
         Ok(())
     }
 
-    /// C2, D7, O3: the clock moves on by `later`.
-    pub(crate) fn advance(&mut self, later: Duration) -> Result<(), TestCaseError> {
-        self.model.now = self.model.now.saturating_add(later);
-        self.model.readmit();
+    /// The link to the server was lost and is back: what is past its
+    /// deadline is answered as C2 but counted against no resource; every
+    /// resource is forgotten; a `get` with an attempt left waits, any other
+    /// request is answered `wait/recipient-unavailable`; the service's own
+    /// requests are forgotten (O5).
+    pub(crate) fn reconnect(&mut self) -> Result<(), TestCaseError> {
         let now = self.model.now;
-        self.proxy.expire(now);
+        self.proxy.reconnect(now);
+        let attempts = self.attempts();
         let due = self.held_by(|f| f.deadline <= now);
+        let lost =
+            self.held_by(|f| f.deadline > now && !f.waiting() && !(f.get && f.sends < attempts));
         let mut done = HashSet::new();
+        for (key, error) in self.timeouts_and_errors("on reconnection")? {
+            prop_assert!(done.insert(key.clone()), "settled {key:?} twice");
+            let expected = if due.contains(&key) {
+                self.model.saw("C2: past its deadline at a reconnection");
+                TIMED_OUT
+            } else {
+                prop_assert!(lost.contains(&key), "answered {key:?}, which may wait");
+                self.model.saw("C3: answered at a reconnection");
+                StanzaError(ErrorType::Wait, Condition::RecipientUnavailable)
+            };
+            prop_assert_eq!(error, expected, "for {:?}", key);
+            self.model.answer(&key.0, &key.1)?;
+        }
+        let all: HashSet<Key> = due.union(&lost).cloned().collect();
+        prop_assert_eq!(done, all, "every request that cannot wait is settled, once");
+        self.model.forget_asked_by(|_| true)?;
+        self.model.online.clear();
+        for f in self.model.flights.values_mut() {
+            if !f.waiting() {
+                f.tried.pop();
+                f.relinked += 1;
+                f.resource.clear();
+            }
+        }
+        if !self.model.flights.is_empty() {
+            self.model.saw("C3: waiting since a reconnection");
+        }
+        Ok(())
+    }
+
+    /// A resource came online: what waits since a reconnection goes to the
+    /// resources allowed to take it (D1-D9), and what stays waiting has none.
+    pub(crate) fn send_waiting(
+        &mut self,
+        actions: Vec<Action<Payload>>,
+    ) -> Result<(), TestCaseError> {
+        for action in actions {
+            let Action::Resend { payload, from, to } = action else {
+                return Err(TestCaseError::fail(format!("on presence: {action:?}")));
+            };
+            let f = self.model.flights.get(&payload);
+            prop_assert!(f.is_some_and(Flight::waiting), "resent {payload:?}");
+            let f = f.unwrap();
+            let r = resource_of(&to)?;
+            self.model.check_choice(&r, f.key, &f.tried)?;
+            prop_assert_eq!(from, format!("{P}/{}", self.model.encoded[&payload.0]));
+            self.model.resend(&payload, &r, false);
+            self.model.saw("C3: sent again after a reconnection");
+        }
+        for f in self.model.flights.values().filter(|f| f.waiting()) {
+            prop_assert!(
+                self.model.candidates(&f.tried).is_empty(),
+                "{f:?} waits though a resource could take it"
+            );
+        }
+        Ok(())
+    }
+
+    /// The actions of an expiry or a reconnection, all errors: those to the
+    /// service's resources are its own requests timing out (O3: not the
+    /// resource's fault, so not counted for D7), checked here; those to
+    /// requesters are returned.
+    fn timeouts_and_errors(
+        &mut self,
+        when: &str,
+    ) -> Result<Vec<(Key, StanzaError)>, TestCaseError> {
+        let mut errors = Vec::new();
         for action in self.actions() {
             let Action::Error {
                 from,
@@ -96,19 +168,34 @@ impl Run {
                 error,
             } = action
             else {
-                return Err(TestCaseError::fail(format!("on expiry: {action:?}")));
+                return Err(TestCaseError::fail(format!("{when}: {action:?}")));
             };
-            if let Some(from) = from {
-                // O3: not the resource's fault, so not counted for D7.
-                self.asked_error(&from, &to, &id, error, TIMED_OUT, true)?;
-                continue;
+            match from {
+                Some(from) => self.asked_error(&from, &to, &id, error, TIMED_OUT, true)?,
+                None => errors.push(((to, id), error)),
             }
-            let key = (to, id);
+        }
+        Ok(errors)
+    }
+
+    /// C2, D7, O3: the clock moves on by `later`.
+    pub(crate) fn advance(&mut self, later: Duration) -> Result<(), TestCaseError> {
+        self.model.now = self.model.now.saturating_add(later);
+        self.model.readmit();
+        let now = self.model.now;
+        self.proxy.expire(now);
+        let due = self.held_by(|f| f.deadline <= now);
+        let mut done = HashSet::new();
+        for (key, error) in self.timeouts_and_errors("on expiry")? {
             prop_assert!(due.contains(&key), "{:?} timed out early", key);
             prop_assert!(done.insert(key.clone()));
             prop_assert_eq!(error, TIMED_OUT);
             let f = self.model.answer(&key.0, &key.1)?;
-            self.model.timed_out(&f.resource)?;
+            if f.waiting() {
+                self.model.saw("C2: waited since a reconnection, timed out");
+            } else {
+                self.model.timed_out(&f.resource)?;
+            }
         }
         prop_assert_eq!(done, due, "every request past its deadline is answered");
         let late: Vec<_> = (self.model.two.outbound.iter())
@@ -194,10 +281,12 @@ impl Run {
         }
         for f in m.flights.values() {
             prop_assert!(
-                m.online.contains_key(&f.resource),
+                f.waiting() || m.online.contains_key(&f.resource),
                 "in flight on an offline resource"
             );
-            prop_assert!(f.sends as usize == f.tried.len() && f.sends <= m.setup.attempts);
+            prop_assert!(
+                f.sends == f.tried.len() as u32 + f.relinked && f.sends <= m.setup.attempts
+            );
             let distinct: HashSet<_> = f.tried.iter().collect();
             prop_assert_eq!(distinct.len(), f.tried.len(), "sent twice to one: {:?}", f);
         }

@@ -57,6 +57,11 @@ pub enum Event {
     Advance {
         millis: u32,
     },
+    /// The link to the server is lost for `millis` (no expiry runs) and
+    /// back (a standalone component's reconnection).
+    Reconnect {
+        millis: u64,
+    },
     /// The clock moves to the next end of an ejection (or, with `decay`, to
     /// 600 s after the last one ended), give or take `jitter` ms: the edges
     /// of D8.
@@ -174,6 +179,7 @@ pub fn event() -> impl Strategy<Value = Event> {
         1 => (12_000..700_000u32).prop_map(|millis| Event::Advance { millis }),
         2 => readmission(),
         1 => Just(Event::Reload),
+        1 => (0..15_000u64).prop_map(|millis| Event::Reconnect { millis }),
         6 => two_way(),
         1 => (-1..=1i8).prop_map(|jitter| Event::Deadline { jitter }),
     ]

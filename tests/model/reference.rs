@@ -61,6 +61,7 @@ pub struct Record {
 
 #[derive(Clone, Debug)]
 pub struct Flight {
+    /// Where it is now; empty while it waits since a reconnection.
     pub resource: String,
     pub get: bool,
     /// The hash of its sticky key, if the case has one and the request a key.
@@ -71,6 +72,15 @@ pub struct Flight {
     pub tried: Vec<String>,
     /// The ones that answered "not me", in order.
     pub not_me: Vec<String>,
+    /// Sends whose link to the server was lost: their resources are not in
+    /// `tried`, as they never refused it.
+    pub relinked: u32,
+}
+
+impl Flight {
+    pub fn waiting(&self) -> bool {
+        self.resource.is_empty()
+    }
 }
 
 pub type Key = (String, String);

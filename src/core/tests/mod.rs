@@ -654,3 +654,4 @@ mod choosing;
 
 mod messages;
 mod operate;
+mod reconnect;
