@@ -197,16 +197,14 @@ impl Component {
 
     /// One connection, from the handshake to its end.
     async fn serve(&mut self, conn: &mut Connection, signals: &mut Signals) -> End {
-        let now = self.now();
-        // What was in flight when the last stream dropped: past its deadline,
-        // C2; the rest as C3 settles requests whose resources are all gone.
-        self.proxy.expire(now);
+        // What was in flight when the last stream dropped: C2 past its
+        // deadline, else as C3, with a `get` waiting for the resources the
+        // probe relearns.
+        self.proxy.reconnect(self.now());
         let (target, host) = (
             self.settings.config.target.clone(),
             self.settings.config.host.clone(),
         );
-        let gone = client_proxy::core::Stanza::presence(Some("unavailable"), &target, &host);
-        self.proxy.handle(gone, now, || None);
         // The subscription request only; the probe follows its approval.
         // A target's server answers a subscribe from a contact already
         // approved with `subscribed` at once (RFC 6121 §3.1.3), and that

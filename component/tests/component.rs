@@ -10,15 +10,22 @@ use client_proxy_testbed::{
 };
 
 mod common;
+use common::relay::Relay;
 use common::*;
 
 struct Setup {
     prosody: Prosody,
     component: Running,
     approved: bool,
+    /// Between the component and Prosody, when the test cuts that link.
+    relay: Option<Relay>,
 }
 
 fn setup(extra: &str) -> Setup {
+    setup_with(extra, false)
+}
+
+fn setup_with(extra: &str, through_relay: bool) -> Setup {
     let prosody = ProsodyBuilder::new()
         .external_component(PROXY, SECRET)
         .user(TARGET, PASSWORD)
@@ -26,11 +33,14 @@ fn setup(extra: &str) -> Setup {
         .user("bob@localhost", PASSWORD)
         .start()
         .expect("start Prosody");
-    let component = start_component(prosody.component_addr().unwrap(), extra);
+    let port = prosody.component_addr().unwrap();
+    let relay = through_relay.then(|| Relay::start(port));
+    let component = start_component(relay.as_ref().map_or(port, Relay::addr), extra);
     Setup {
         prosody,
         component,
         approved: false,
+        relay,
     }
 }
 
@@ -250,6 +260,54 @@ async fn the_component_reconnects_after_a_server_restart_and_relearns_the_resour
         Some("result"),
         "{}",
         String::from(&reply)
+    );
+}
+
+/// The component's link alone is cut: the requester and the resource stay.
+#[tokio::test]
+async fn c3_a_lost_link_to_the_server_sends_a_get_again_and_answers_a_set() {
+    let mut s = setup_with("", true);
+    let svc = spawn_echo(s.service("r1").await);
+    let mut alice = s.client("alice").await;
+    let relay = s.relay.as_ref().unwrap();
+    a_lost_link_sends_a_get_again_and_answers_a_set(&svc, &mut alice, relay, &s.component).await;
+}
+
+#[tokio::test]
+async fn c2_a_deadline_passed_while_the_link_was_down_is_answered_once_it_is_back() {
+    let mut s = setup_with("timeout = 2\neject_after_timeouts = 1", true);
+    let svc = spawn_echo(s.service("r1").await);
+    svc.set_mode(EchoMode::Silent);
+    let mut alice = s.client("alice").await;
+    alice
+        .send(iq("get", "late", PROXY, Some(ping())))
+        .await
+        .unwrap();
+    assert!(svc.wait_seen(1, WAIT).await);
+    let relay = s.relay.as_ref().unwrap();
+    relay.hold();
+    relay.cut();
+    // Nothing can be answered while the link is down.
+    assert!(alice.recv(Duration::from_secs(3)).await.is_none());
+    relay.release();
+    let reply = alice.recv_matching(WAIT, |s| s.name() == "iq").await;
+    assert_eq!(reply.as_ref().and_then(|r| r.attr("id")), Some("late"));
+    assert_error(reply, "wait", "remote-server-timeout");
+    assert!(
+        s.component
+            .wait_for_log(&format!("{TARGET}/r1 is online"), 2, WAIT),
+        "{}",
+        s.component.log()
+    );
+    // The link timed out, not r1: it is not ejected and serves the next one.
+    svc.set_mode(EchoMode::Answer);
+    let reply = get(&mut alice, "next").await.expect("a reply");
+    assert_eq!(served(&reply).0, "r1");
+    let log = s.component.log();
+    assert!(
+        log.contains("0 answered wait/recipient-unavailable, 1 past their deadline")
+            && !log.contains("Ejected"),
+        "{log}"
     );
 }
 

@@ -13,12 +13,15 @@ use std::time::Duration;
 use client_proxy_testbed::{
     iq, ping, spawn_echo, EchoMode, Ejabberd, EjabberdBuilder, Xmpp, PASSWORD, PROXY, TARGET,
 };
+use common::relay::Relay;
 use common::*;
 
 struct Setup {
     server: Ejabberd,
     component: Running,
     approved: bool,
+    /// Between the component and ejabberd, when the test cuts that link.
+    relay: Option<Relay>,
 }
 
 /// How the component's domain gets into the target's roster.
@@ -31,6 +34,10 @@ enum Roster {
 }
 
 fn setup(roster: Roster, extra: &str) -> Setup {
+    setup_with(roster, extra, false)
+}
+
+fn setup_with(roster: Roster, extra: &str, through_relay: bool) -> Setup {
     let server = EjabberdBuilder::new()
         .external_component(PROXY, SECRET)
         .user(TARGET, PASSWORD)
@@ -42,11 +49,14 @@ fn setup(roster: Roster, extra: &str) -> Setup {
             .add_rosteritem(TARGET, PROXY, "from")
             .expect("add_rosteritem");
     }
-    let component = start_component(server.component_addr(), extra);
+    let port = server.component_addr();
+    let relay = through_relay.then(|| Relay::start(port));
+    let component = start_component(relay.as_ref().map_or(port, Relay::addr), extra);
     Setup {
         server,
         component,
         approved: roster == Roster::Ctl,
+        relay,
     }
 }
 
@@ -191,6 +201,16 @@ async fn ejabberd_the_component_reconnects_after_a_server_restart_and_relearns_t
         "{}",
         String::from(&reply)
     );
+}
+
+/// The component's link alone is cut: the requester and the resource stay.
+#[tokio::test]
+async fn ejabberd_c3_a_lost_link_sends_a_get_again_and_answers_a_set() {
+    let mut s = setup_with(Roster::Ctl, "", true);
+    let svc = spawn_echo(s.service("r1").await);
+    let mut alice = s.alice().await;
+    let relay = s.relay.as_ref().unwrap();
+    a_lost_link_sends_a_get_again_and_answers_a_set(&svc, &mut alice, relay, &s.component).await;
 }
 
 #[test]

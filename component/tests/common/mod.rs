@@ -2,6 +2,8 @@
 //! dropped, and reading its replies.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -9,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use std::net::SocketAddr;
 
-use client_proxy_testbed::{error_condition, ping, TempDir, Xmpp, PASSWORD, PROXY, TARGET};
+use client_proxy_testbed::{
+    error_condition, iq, ping, EchoHandle, EchoMode, TempDir, Xmpp, PASSWORD, PROXY, TARGET,
+};
 use minidom::Element;
 
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -177,4 +181,45 @@ pub async fn online_resource(
     );
     client.sync().await;
     client
+}
+
+/// C3 across a lost link: r1 (`svc`, silent until the link is cut) holds a
+/// `get` and a `set` from alice when `relay` cuts the component's link; once
+/// it is back, the `set` is answered `wait/recipient-unavailable` and the
+/// `get` goes to r1 again, which never refused it, and is answered.
+pub async fn a_lost_link_sends_a_get_again_and_answers_a_set(
+    svc: &EchoHandle,
+    alice: &mut Xmpp,
+    relay: &relay::Relay,
+    component: &Running,
+) {
+    svc.set_mode(EchoMode::Silent);
+    for (ty, id) in [("get", "g"), ("set", "s")] {
+        alice.send(iq(ty, id, PROXY, Some(ping()))).await.unwrap();
+    }
+    assert!(svc.wait_seen(2, WAIT).await, "r1 got {:?}", svc.seen());
+    svc.set_mode(EchoMode::Answer);
+    relay.cut();
+    let mut replies = std::collections::HashMap::new();
+    while replies.len() < 2 {
+        let reply = alice
+            .recv_matching(Duration::from_secs(20), |s| s.name() == "iq")
+            .await
+            .unwrap_or_else(|| panic!("got only {replies:?}:\n{}", component.log()));
+        replies.insert(reply.attr("id").unwrap().to_owned(), reply);
+    }
+    assert_error(replies.remove("s"), "wait", "recipient-unavailable");
+    let g = replies.remove("g").unwrap();
+    assert_eq!(g.attr("type"), Some("result"), "{}", String::from(&g));
+    assert_eq!(served(&g).0, "r1");
+    let sent: Vec<_> = svc.seen().into_iter().map(|(_, id)| id).collect();
+    assert_eq!(sent, ["g", "s", "g"]);
+    let log = component.log();
+    assert_eq!(log.matches("Connected to").count(), 2, "{log}");
+    assert!(
+        log.contains(
+            "1 wait for a resource to be sent again, 1 answered wait/recipient-unavailable"
+        ) && log.contains("Sent again 1 request(s) waiting since the reconnection"),
+        "{log}"
+    );
 }
