@@ -28,6 +28,7 @@
 //! ```
 
 mod client;
+mod component;
 mod ejabberd;
 mod fixture;
 mod prosody;
@@ -36,6 +37,7 @@ pub use client::{
     element, error_condition, iq, ping, refusal, served_by, spawn_echo, EchoHandle, EchoMode, Xmpp,
     NS_CLIENT, NS_PING, NS_TESTBED,
 };
+pub use component::{component_binary, Component};
 pub use ejabberd::{config_text as ejabberd_config, Ejabberd, EjabberdBuilder};
 pub use fixture::{
     plugin_dir, proxy_server, spread, ProxyServer, ProxyServerBuilder, PASSWORD, PROXY, REQUESTERS,

@@ -44,6 +44,8 @@ pub struct ProsodyBuilder {
     modules: Vec<String>,
     global_options: Vec<String>,
     users: Vec<(String, String)>,
+    /// (user JID, contact, subscription), written before start.
+    roster: Vec<(String, String, String)>,
     log_level: String,
     /// Serve HTTP (with `mod_http_openmetrics`) on 127.0.0.1.
     pub(super) http: bool,
@@ -74,6 +76,7 @@ impl ProsodyBuilder {
             modules: Vec::new(),
             global_options: Vec::new(),
             users: Vec::new(),
+            roster: Vec::new(),
             log_level: "debug".to_owned(),
             http: false,
             component_port: false,
@@ -163,6 +166,15 @@ impl ProsodyBuilder {
         self
     }
 
+    /// Puts `contact` in the roster of `user@host` with `subscription`
+    /// (`from`, `to` or `both`) before the server starts, as an approved
+    /// subscription leaves it. One item per user.
+    pub fn roster_item(mut self, jid: &str, contact: &str, subscription: &str) -> Self {
+        self.roster
+            .push((jid.to_owned(), contact.to_owned(), subscription.to_owned()));
+        self
+    }
+
     /// Minimum log level written to the log file: `debug` (the default),
     /// `info`, `warn` or `error`.
     pub fn log_level(mut self, level: &str) -> Self {
@@ -207,6 +219,7 @@ impl ProsodyBuilder {
         server.pick_extra_ports()?;
         server.write_config()?;
         server.register_all(&users)?;
+        server.write_rosters()?;
         server.launch()?;
         Ok(server)
     }
@@ -217,6 +230,29 @@ impl Prosody {
     pub fn config_path(&self) -> PathBuf {
         self.dir.join(CONFIG_FILE)
     }
+    /// The roster items of the builder, in Prosody's internal storage
+    /// (`data/HOST/roster/USER.dat`, names %-encoded as its datamanager does).
+    fn write_rosters(&self) -> io::Result<()> {
+        for (jid, contact, subscription) in &self.config.roster {
+            let (user, host) = jid.split_once('@').ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("not a user JID: {jid:?}"),
+                )
+            })?;
+            let dir = self.dir.join("data").join(path_encode(host)).join("roster");
+            fs::create_dir_all(&dir)?;
+            let item = format!(
+                "return {{\n\t[{}] = {{ subscription = {}; groups = {{}}; }};\n\t[false] = {{ \
+                 version = 1; }};\n}};\n",
+                lua_str(contact),
+                lua_str(subscription)
+            );
+            fs::write(dir.join(format!("{}.dat", path_encode(user))), item)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn write_config(&self) -> io::Result<()> {
         fs::write(self.config_path(), self.render_config())
     }
@@ -330,6 +366,17 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Prosody's `datamanager.path_encode`: every byte but ASCII letters and
+/// digits as `%xx`.
+fn path_encode(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => char::from(b).to_string(),
+            _ => format!("%{b:02x}"),
+        })
+        .collect()
+}
+
 /// A Lua string literal.
 fn lua_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
@@ -351,6 +398,12 @@ fn lua_str(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_encoded_as_prosodys_datamanager_does() {
+        assert_eq!(path_encode("localhost"), "localhost");
+        assert_eq!(path_encode("meet.my_host"), "meet%2emy%5fhost");
+    }
 
     #[test]
     fn lua_strings_are_escaped() {

@@ -183,22 +183,7 @@ impl Prosody {
             .stderr(output)
             // Its own process group, so the whole group can be killed.
             .process_group(0);
-        let parent = std::process::id();
-        // SAFETY: only async-signal-safe libc calls between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                // Die with the spawning thread, e.g. when a test binary is
-                // killed before the destructor can run.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent may have died before prctl took effect.
-                if libc::getppid() as u32 != parent {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
+        crate::component::die_with_this_thread(&mut command);
         self.child = Some(command.spawn().map_err(|e| {
             let name = self.install.name();
             io::Error::new(e.kind(), format!("cannot run {PROSODY} ({name}): {e}"))

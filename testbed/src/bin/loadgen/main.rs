@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use client_proxy_testbed::minidom::Element;
-use client_proxy_testbed::{ProxyServer, TempDir, PASSWORD, PROXY};
+use client_proxy_testbed::{Component, ProxyServer, PASSWORD, PROXY};
 use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -103,11 +103,12 @@ fn run_main(opts: Options) -> Result<(), String> {
                     .component_addr()
                     .expect("the component port is open");
                 let started = std::time::Instant::now();
-                let component = ComponentProcess::start(port)?;
+                let binary = component_binary()?;
+                let component = start_component(&binary, port)?;
                 println!(
                     "Started {} (pid {}) as {COMPONENT} on {port} in {:.1} s",
-                    component.binary.display(),
-                    component.pid(),
+                    binary.display(),
+                    component.pid().unwrap_or_default(),
                     started.elapsed().as_secs_f64()
                 );
                 Some(component)
@@ -208,97 +209,36 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// The standalone component binary, connected to the spawned server's
-/// component port; killed when dropped, never left running.
-struct ComponentProcess {
-    child: std::process::Child,
-    binary: std::path::PathBuf,
-    dir: TempDir,
-}
-
-impl ComponentProcess {
-    /// `$CLIENT_PROXY_COMPONENT`, else `client-proxy-component` next to this
-    /// binary (`cargo build --release -p client-proxy-component`).
-    fn binary() -> Result<std::path::PathBuf, String> {
-        if let Some(path) = std::env::var_os("CLIENT_PROXY_COMPONENT") {
-            return Ok(path.into());
-        }
-        let exe = std::env::current_exe().map_err(|e| format!("where is loadgen: {e}"))?;
-        let path = exe
-            .parent()
-            .map(|dir| dir.join("client-proxy-component"))
-            .ok_or("loadgen has no directory")?;
-        if path.is_file() {
-            Ok(path)
-        } else {
-            Err(format!(
-                "no {}: build it with cargo build --release -p client-proxy-component, or \
-                 name it in $CLIENT_PROXY_COMPONENT",
-                path.display()
-            ))
-        }
+/// `$CLIENT_PROXY_COMPONENT`, else `client-proxy-component` next to this
+/// binary (`cargo build --release -p client-proxy-component`).
+fn component_binary() -> Result<std::path::PathBuf, String> {
+    if let Some(path) = std::env::var_os("CLIENT_PROXY_COMPONENT") {
+        return Ok(path.into());
     }
-
-    fn start(server: SocketAddr) -> Result<Self, String> {
-        let binary = Self::binary()?;
-        let dir = TempDir::new().map_err(|e| format!("cannot make a directory: {e}"))?;
-        let config = dir.path().join("component.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "domain = \"{COMPONENT}\"\nserver = \"{server}\"\nsecret = \"{COMPONENT_SECRET}\"\n\
-                 target_address = \"{COMPONENT_SERVICE}\"\nlog_level = \"info\"\n"
-            ),
-        )
-        .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
-        let log = std::fs::File::create(dir.path().join("component.log"))
-            .map_err(|e| format!("cannot create the component's log: {e}"))?;
-        let child = std::process::Command::new(&binary)
-            .arg("--config")
-            .arg(&config)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let component = ComponentProcess { child, binary, dir };
-        if !component.wait_for_log("Connected to", 1, Duration::from_secs(10)) {
-            return Err(format!(
-                "the component did not connect in 10 s:\n{}",
-                component.log()
-            ));
-        }
-        Ok(component)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("component.log")).unwrap_or_default()
-    }
-
-    /// Whether `needle` is in the log `count` times within `timeout`.
-    fn wait_for_log(&self, needle: &str, count: usize, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if self.log().matches(needle).count() >= count {
-                return true;
-            }
-            if std::time::Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    let exe = std::env::current_exe().map_err(|e| format!("where is loadgen: {e}"))?;
+    let path = exe
+        .parent()
+        .map(|dir| dir.join("client-proxy-component"))
+        .ok_or("loadgen has no directory")?;
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "no {}: build it with cargo build --release -p client-proxy-component, or \
+             name it in $CLIENT_PROXY_COMPONENT",
+            path.display()
+        ))
     }
 }
 
-impl Drop for ComponentProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The standalone component, connected to the spawned server's component
+/// port; killed when dropped, never left running.
+fn start_component(binary: &std::path::Path, server: SocketAddr) -> Result<Component, String> {
+    let config = format!(
+        "domain = \"{COMPONENT}\"\nserver = \"{server}\"\nsecret = \"{COMPONENT_SECRET}\"\n\
+         target_address = \"{COMPONENT_SERVICE}\"\nlog_level = \"info\"\n"
+    );
+    Component::start(binary, &config).map_err(|e| format!("{}: {e}", binary.display()))
 }
 
 /// The strategies the modes name, each a component of the spawned server.
@@ -319,7 +259,7 @@ async fn run(
     opts: Arc<Options>,
     addr: SocketAddr,
     pid: Option<u32>,
-    component: Option<&ComponentProcess>,
+    component: Option<&Component>,
 ) -> Result<(), String> {
     let service_password = opts
         .service_password
@@ -453,7 +393,7 @@ async fn run(
     let mut bench = Bench {
         opts: opts.clone(),
         pid,
-        component_pid: component.map(ComponentProcess::pid),
+        component_pid: component.and_then(Component::pid),
         requesters,
         services,
         routes,
