@@ -83,12 +83,22 @@ test-busted: plugin
 	done
 
 # Everything once on 0.12 (unit, model, property and end-to-end tests), then
-# the end-to-end tests (the testbed package) again on 13.
+# the end-to-end tests (the testbed package) again on 13, then the suites of
+# the SPEC's rows on both with the standalone component serving the host in
+# place of the module.
+component_suites = --test rows --test choosing --test messages
 test-cargo: plugin deb
 	@echo "== unit tests, and end-to-end on Prosody 0.12"
 	CLIENT_PROXY_PROSODY=0.12 CLIENT_PROXY_PLUGIN_DIR=$(CURDIR)/build/lua-$(LUA) $(CARGO) test --workspace
 	@echo "== end-to-end on Prosody 13"
 	CLIENT_PROXY_PROSODY=13 CLIENT_PROXY_PLUGIN_DIR=$(CURDIR)/build/lua-$(LUA) $(CARGO) test -p client_proxy_testbed
+	$(CARGO) build -p client-proxy-component
+	@for v in $(PROSODY_VERSIONS); do \
+		echo "== the SPEC's rows through the standalone component, on Prosody $$v"; \
+		CLIENT_PROXY_DEPLOYMENT=component CLIENT_PROXY_PROSODY=$$v \
+		CLIENT_PROXY_COMPONENT=$(CURDIR)/target/debug/client-proxy-component \
+			$(CARGO) test -p client_proxy_testbed $(component_suites) || exit 1; \
+	done
 
 lint:
 	$(CARGO) fmt --all --check

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::{ping, served_by, Prosody, ProsodyBuilder, Xmpp};
+use crate::{component_binary, ping, served_by, Component, Prosody, ProsodyBuilder, Xmpp};
 
 /// The component host the module is loaded on (P).
 pub const PROXY: &str = "proxy.localhost";
@@ -40,10 +40,39 @@ pub fn plugin_dir() -> &'static Path {
     })
 }
 
-/// A running Prosody with the module on [`PROXY`], [`TARGET`] and the
-/// [`REQUESTERS`] registered.
+/// How [`PROXY`] is served: by the module inside Prosody (the default), or
+/// by the standalone component on Prosody's component port
+/// (`CLIENT_PROXY_DEPLOYMENT=component`), so that one suite of end-to-end
+/// tests proves both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deployment {
+    Module,
+    Component,
+}
+
+/// The environment variable that selects the [`Deployment`].
+pub const DEPLOYMENT_ENV: &str = "CLIENT_PROXY_DEPLOYMENT";
+
+impl Deployment {
+    /// The one `$CLIENT_PROXY_DEPLOYMENT` names (`module` or `component`).
+    pub fn selected() -> Deployment {
+        match std::env::var(DEPLOYMENT_ENV).as_deref() {
+            Err(_) | Ok("" | "module") => Deployment::Module,
+            Ok("component") => Deployment::Component,
+            Ok(other) => panic!("{DEPLOYMENT_ENV}={other:?}: expected module or component"),
+        }
+    }
+}
+
+/// The secret of the component's connection, in the component deployment.
+const SECRET: &str = "component-secret";
+
+/// A running Prosody serving [`PROXY`] (as [`Deployment::selected`] says),
+/// with [`TARGET`] and the [`REQUESTERS`] registered.
 pub struct ProxyServer {
     pub prosody: Prosody,
+    /// The standalone component, in that deployment.
+    pub component: Option<Component>,
 }
 
 /// Starts a [`ProxyServer`] with these extra lines under the `Component`.
@@ -54,8 +83,9 @@ pub fn proxy_server(options: &str) -> ProxyServer {
 }
 
 impl ProxyServer {
-    /// A builder with the module on [`PROXY`] and these extra lines under
-    /// its `Component` block (they may override `target_address`).
+    /// A builder serving [`PROXY`] with these options: Lua lines under the
+    /// module's `Component` block (they may override `target_address`), or
+    /// the same options in the component's TOML file.
     pub fn builder(options: &str) -> ProxyServerBuilder {
         Self::builder_from(plugin_dir(), options)
     }
@@ -63,18 +93,36 @@ impl ProxyServer {
     /// [`builder`](Self::builder) with the module found in `plugins`
     /// (a directory holding `mod_client_proxy/`) instead of the build.
     pub fn builder_from(plugins: &Path, options: &str) -> ProxyServerBuilder {
+        let deployment = Deployment::selected();
         let mut component = format!("target_address = \"{TARGET}\"");
         if !options.is_empty() {
             component = format!("{component}\n{options}");
         }
-        let mut inner = ProsodyBuilder::new()
-            .plugin_path(plugins)
-            .component(PROXY, "client_proxy", &component)
-            .user(TARGET, PASSWORD);
+        let mut inner = ProsodyBuilder::new().user(TARGET, PASSWORD);
+        inner = match deployment {
+            Deployment::Module => {
+                inner
+                    .plugin_path(plugins)
+                    .component(PROXY, "client_proxy", &component)
+            }
+            Deployment::Component => {
+                let inner = inner.external_component(PROXY, SECRET);
+                // The module manages the roster by itself; here the
+                // approved subscription is in place, as an operator leaves it.
+                match options.contains("client_proxy_manage_roster = false") {
+                    true => inner,
+                    false => inner.roster_item(TARGET, PROXY, "from"),
+                }
+            }
+        };
         for user in REQUESTERS {
             inner = inner.user(&format!("{user}@localhost"), PASSWORD);
         }
-        ProxyServerBuilder { inner }
+        ProxyServerBuilder {
+            inner,
+            deployment,
+            options: component,
+        }
     }
 
     /// A resource of the implementing client, online (available presence,
@@ -82,6 +130,8 @@ impl ProxyServer {
     pub async fn service(&self, resource: &str) -> Xmpp {
         let mut client = self.connect(&format!("{TARGET}/{resource}")).await;
         client.send_presence(None, 0).await.expect("send presence");
+        // Prosody has written the presence to the component's stream, ahead
+        // of anything sent after this.
         client.sync().await;
         client
     }
@@ -96,11 +146,31 @@ impl ProxyServer {
             .await
             .unwrap_or_else(|e| panic!("{jid} cannot log in: {e}"))
     }
+
+    /// What the proxy logged: Prosody's log with the module, the
+    /// component's own otherwise.
+    pub fn log(&self) -> String {
+        match &self.component {
+            None => self.prosody.log(),
+            Some(c) => c.log(),
+        }
+    }
+
+    /// Whether `needle` is in [`log`](Self::log) within `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        match &self.component {
+            None => self.prosody.wait_for_log(needle, timeout),
+            Some(c) => c.wait_for_log(needle, 1, timeout),
+        }
+    }
 }
 
 /// Builds a [`ProxyServer`]; see [`ProxyServer::builder`].
 pub struct ProxyServerBuilder {
     inner: ProsodyBuilder,
+    deployment: Deployment,
+    /// The module's options, Lua lines.
+    options: String,
 }
 
 impl ProxyServerBuilder {
@@ -111,10 +181,44 @@ impl ProxyServerBuilder {
     }
 
     pub fn start(self) -> io::Result<ProxyServer> {
-        Ok(ProxyServer {
-            prosody: self.inner.start()?,
-        })
+        let prosody = self.inner.start()?;
+        let component = match self.deployment {
+            Deployment::Module => None,
+            Deployment::Component => {
+                let server = prosody.component_addr().expect("a component port");
+                let config = format!(
+                    "domain = \"{PROXY}\"\nserver = \"{server}\"\nsecret = \"{SECRET}\"\n\
+                     log_level = \"debug\"\n{}",
+                    component_options(&self.options)
+                );
+                Some(Component::start(component_binary(), &config)?)
+            }
+        };
+        Ok(ProxyServer { prosody, component })
     }
+}
+
+/// The module's options (Lua lines) as the component's TOML: the names
+/// without `client_proxy_`, lists in brackets; `manage_roster`, which the
+/// component does not have, left out.
+fn component_options(lua: &str) -> String {
+    let mut toml = String::new();
+    for line in lua.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let line = line.strip_prefix("client_proxy_").unwrap_or(line);
+        if line.starts_with("manage_roster") {
+            continue;
+        }
+        let line = match line.split_once(" = {") {
+            Some((name, list)) => {
+                let items = list.trim_end_matches('}').trim();
+                format!("{name} = [{items}]")
+            }
+            None => line.to_owned(),
+        };
+        toml.push_str(&line);
+        toml.push('\n');
+    }
+    toml
 }
 
 impl Xmpp {
@@ -149,4 +253,21 @@ pub async fn spread(client: &mut Xmpp, prefix: &str, n: usize) -> BTreeMap<Strin
         *seen.entry(served_by(&reply)).or_default() += 1;
     }
     seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::component_options;
+
+    #[test]
+    fn the_modules_options_become_the_components() {
+        let lua = "target_address = \"svc@localhost\"\nclient_proxy_timeout = 1\n\
+                   client_proxy_resources = { \"focus\", \"jicofo-*\" }\n\
+                   client_proxy_manage_roster = false\nclient_proxy_sticky = \"{urn:x}a@b\"";
+        assert_eq!(
+            component_options(lua),
+            "target_address = \"svc@localhost\"\ntimeout = 1\n\
+             resources = [\"focus\", \"jicofo-*\"]\nsticky = \"{urn:x}a@b\"\n"
+        );
+    }
 }

@@ -40,8 +40,8 @@ pub use client::{
 pub use component::{component_binary, Component};
 pub use ejabberd::{config_text as ejabberd_config, Ejabberd, EjabberdBuilder};
 pub use fixture::{
-    plugin_dir, proxy_server, spread, ProxyServer, ProxyServerBuilder, PASSWORD, PROXY, REQUESTERS,
-    TARGET,
+    plugin_dir, proxy_server, spread, Deployment, ProxyServer, ProxyServerBuilder, DEPLOYMENT_ENV,
+    PASSWORD, PROXY, REQUESTERS, TARGET,
 };
 pub use prosody::{
     http_get, metric, samples, Installation, Prosody, ProsodyBuilder, Sample, TempDir,

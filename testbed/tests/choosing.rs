@@ -71,7 +71,7 @@ async fn d1_only_the_resources_the_option_names_serve_and_the_others_are_logged(
     let _jvb = spawn_echo(server.service("jvb").await);
     let _focus = spawn_echo(server.service("focus").await);
     let _jicofo = spawn_echo(server.service("jicofo-2").await);
-    assert!(server.prosody.wait_for_log(
+    assert!(server.wait_for_log(
         &format!("{TARGET}/jvb is online but gets no requests"),
         WAIT
     ));
@@ -292,7 +292,7 @@ async fn d6_a_stray_session_beside_the_focus_costs_no_request_and_is_ejected() {
         results += 1;
     }
     assert_eq!(results, 200);
-    assert!(server.prosody.wait_for_log(
+    assert!(server.wait_for_log(
         &format!("Ejected {TARGET}/jvb-stray for 30 s (not_me)"),
         WAIT
     ));
@@ -317,9 +317,7 @@ async fn d7_a_resource_that_lets_requests_time_out_is_ejected() {
         .filter(|r| error_condition(r) == Some(("wait".into(), "remote-server-timeout".into())))
         .count();
     assert_eq!(timeouts, 2);
-    assert!(server
-        .prosody
-        .wait_for_log(&format!("Ejected {TARGET}/dead for 30 s (timeouts)"), WAIT));
+    assert!(server.wait_for_log(&format!("Ejected {TARGET}/dead for 30 s (timeouts)"), WAIT));
     assert_eq!(spread(&mut alice, "after", 10).await.get("live"), Some(&10));
 }
 
@@ -331,18 +329,12 @@ async fn d8_an_ejected_resource_is_readmitted_after_30_s_and_ejected_longer_next
     let _focus = spawn_echo(server.service("focus").await);
     let mut alice = server.client("alice", "phone").await;
     spread(&mut alice, "a", 4).await;
-    assert!(server
-        .prosody
-        .wait_for_log(&format!("Ejected {TARGET}/stray for 30 s (not_me)"), WAIT));
+    assert!(server.wait_for_log(&format!("Ejected {TARGET}/stray for 30 s (not_me)"), WAIT));
     tokio::time::sleep(Duration::from_millis(30_500)).await;
     // Readmitted: round robin reaches it again, and it is ejected for twice as long.
     spread(&mut alice, "b", 4).await;
-    assert!(server
-        .prosody
-        .wait_for_log(&format!("Readmitted {TARGET}/stray"), WAIT));
-    assert!(server
-        .prosody
-        .wait_for_log(&format!("Ejected {TARGET}/stray for 60 s (not_me)"), WAIT));
+    assert!(server.wait_for_log(&format!("Readmitted {TARGET}/stray"), WAIT));
+    assert!(server.wait_for_log(&format!("Ejected {TARGET}/stray for 60 s (not_me)"), WAIT));
     assert_eq!(stray.seen().len(), 2);
 }
 
@@ -357,9 +349,7 @@ async fn d9_the_only_resource_still_serves_while_ejected() {
         error_condition(&reply),
         Some(("wait".into(), "remote-server-timeout".into()))
     );
-    assert!(server
-        .prosody
-        .wait_for_log(&format!("Ejected {TARGET}/only"), WAIT));
+    assert!(server.wait_for_log(&format!("Ejected {TARGET}/only"), WAIT));
     only.set_mode(EchoMode::Answer);
     let reply = get(&mut alice, "served").await;
     assert_eq!(served_by(&reply), "only");

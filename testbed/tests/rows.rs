@@ -2,11 +2,11 @@
 //! XMPP clients: an implementing client with several resources, and several
 //! requesters.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use client_proxy_testbed::{
-    element, error_condition, iq, ping, proxy_server, spawn_echo, ProxyServer, Xmpp, PROXY, TARGET,
+    element, error_condition, iq, ping, proxy_server, spawn_echo, Deployment, Xmpp, PROXY, TARGET,
 };
 use minidom::Element;
 
@@ -154,10 +154,8 @@ async fn a4_a5_subscribed_probes_and_unsubscribed_takes_all_offline() {
         "cancel",
         "service-unavailable",
     );
-    assert!(server
-        .prosody
-        .wait_for_log("approves the subscription again", WAIT));
-    assert!(server.prosody.log().contains(TARGET));
+    assert!(server.wait_for_log("approves the subscription again", WAIT));
+    assert!(server.log().contains(TARGET));
 }
 
 #[tokio::test]
@@ -365,7 +363,19 @@ async fn b1_iqs_that_prosody_itself_knows_still_reach_the_service() {
         .request(PROXY, "set", "sess", session_payload(), WAIT)
         .await
         .unwrap();
-    assert_eq!(served(&reply).0, "r1");
+    match Deployment::selected() {
+        Deployment::Module => assert_eq!(served(&reply).0, "r1"),
+        // Prosody's mod_saslauth answers a legacy session request to any
+        // host before an external component sees it.
+        Deployment::Component => {
+            assert_eq!(reply.attr("type"), Some("result"));
+            assert!(
+                reply.children().next().is_none(),
+                "{}",
+                String::from(&reply)
+            );
+        }
+    }
     let disco = Element::builder("query", "http://jabber.org/protocol/disco#info").build();
     let reply = alice
         .request(PROXY, "get", "disco", disco, WAIT)
@@ -513,88 +523,4 @@ async fn c2_a_request_without_reply_times_out_once() {
         .await
         .unwrap();
     assert!(alice.recv(Duration::from_millis(2000)).await.is_none());
-}
-
-#[tokio::test]
-async fn life_cycle_bad_config_is_refused_and_prosody_keeps_serving() {
-    let cases = [
-        ("client_proxy_timeout = 0", "client_proxy_timeout"),
-        ("target_address = \"not a jid\"", "target_address"),
-        ("client_proxy_attempts = 2.5", "client_proxy_attempts"),
-        (
-            "client_proxy_get_attempts = 2.5",
-            "client_proxy_get_attempts",
-        ),
-        ("client_proxy_balance = \"fastest\"", "client_proxy_balance"),
-    ];
-    for (options, name) in cases {
-        let server = ProxyServer::builder(options).start().unwrap();
-        assert!(
-            server.prosody.wait_for_log(name, WAIT),
-            "no log line names {name}:\n{}",
-            server.prosody.log()
-        );
-        let mut alice = server.client("alice", "phone").await;
-        // The server itself still answers.
-        let reply = get(&mut alice, "localhost", "alive").await.unwrap();
-        assert_eq!(reply.attr("type"), Some("result"), "{name}");
-        // And the component is not served by the module.
-        let reply = get(&mut alice, PROXY, "p").await.unwrap();
-        assert_eq!(reply.attr("type"), Some("error"), "{name}");
-    }
-}
-
-#[tokio::test]
-async fn life_cycle_refuses_to_load_on_a_virtual_host() {
-    let server = ProxyServer::builder("")
-        .with(|b| b.virtual_host_with("other.localhost", "modules_enabled = { \"client_proxy\" }"))
-        .start()
-        .unwrap();
-    assert!(server
-        .prosody
-        .wait_for_log("must be loaded on a Component", WAIT));
-    let mut alice = server.client("alice", "phone").await;
-    let _r1 = spawn_echo(server.service("r1").await);
-    assert!(get(&mut alice, PROXY, "still-works").await.is_some());
-}
-
-#[tokio::test]
-async fn life_cycle_roster_is_managed_with_no_manual_step() {
-    let server = proxy_server("");
-    let mut svc = server.service("r1").await;
-    let roster = Element::builder("query", "jabber:iq:roster").build();
-    let reply = svc.request("", "get", "roster", roster, WAIT).await;
-    let reply = reply.expect("the roster");
-    let items: Vec<_> = reply
-        .get_child("query", "jabber:iq:roster")
-        .unwrap()
-        .children()
-        .map(|i| {
-            (
-                i.attr("jid").map(String::from),
-                i.attr("subscription").map(String::from),
-            )
-        })
-        .collect();
-    assert!(
-        items.contains(&(Some(PROXY.into()), Some("from".into()))),
-        "{items:?}"
-    );
-}
-
-#[tokio::test]
-async fn life_cycle_resources_are_learned_after_every_restart() {
-    // Each round is a new server with no roster entry made beforehand, so the
-    // hosts activate in whatever order Prosody picks that time.
-    let mut failures = BTreeSet::new();
-    for round in 0..21 {
-        let server = proxy_server("");
-        let _r1 = spawn_echo(server.service("r1").await);
-        let mut alice = server.client("alice", "phone").await;
-        let reply = get(&mut alice, PROXY, "q").await;
-        if reply.as_ref().and_then(|r| r.attr("type")) != Some("result") {
-            failures.insert(round);
-        }
-    }
-    assert!(failures.is_empty(), "rounds that failed: {failures:?}");
 }
