@@ -84,9 +84,12 @@ test-busted: plugin
 
 # Everything once on 0.12 (unit, model, property and end-to-end tests), then
 # the end-to-end tests (the testbed package) again on 13, then the suites of
-# the SPEC's rows on both with the standalone component serving the host in
-# place of the module.
+# the SPEC's rows on both and on ejabberd with the standalone component
+# serving the host in place of the module.
 component_suites = --test rows --test choosing --test messages
+# Sets Prosody up with mod_smacks hibernation, which the ejabberd node lacks.
+prosody_only = c3_a_hibernated_resource_bounces_a_get_to_another_and_a_set_once
+
 test-cargo: plugin deb
 	@echo "== unit tests, and end-to-end on Prosody 0.12"
 	CLIENT_PROXY_PROSODY=0.12 CLIENT_PROXY_PLUGIN_DIR=$(CURDIR)/build/lua-$(LUA) $(CARGO) test --workspace
@@ -99,6 +102,9 @@ test-cargo: plugin deb
 		CLIENT_PROXY_COMPONENT=$(CURDIR)/target/debug/client-proxy-component \
 			$(CARGO) test -p client_proxy_testbed $(component_suites) || exit 1; \
 	done
+	@echo "== the SPEC's rows through the standalone component, on ejabberd"
+	CLIENT_PROXY_DEPLOYMENT=ejabberd CLIENT_PROXY_COMPONENT=$(CURDIR)/target/debug/client-proxy-component \
+		$(CARGO) test -p client_proxy_testbed $(component_suites) -- --skip $(prosody_only)
 
 lint:
 	$(CARGO) fmt --all --check

@@ -1,14 +1,18 @@
-//! A Prosody with `client_proxy` loaded: the setting of the end-to-end tests
-//! and the demo.
+//! A server with `client_proxy` serving [`PROXY`]: the setting of the
+//! end-to-end tests and the demo.
 
 use std::collections::BTreeMap;
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::{component_binary, ping, served_by, Component, Prosody, ProsodyBuilder, Xmpp};
+use crate::{
+    component_binary, ping, served_by, Component, Ejabberd, EjabberdBuilder, Prosody,
+    ProsodyBuilder, Xmpp,
+};
 
 /// The component host the module is loaded on (P).
 pub const PROXY: &str = "proxy.localhost";
@@ -41,37 +45,46 @@ pub fn plugin_dir() -> &'static Path {
 }
 
 /// How [`PROXY`] is served: by the module inside Prosody (the default), or
-/// by the standalone component on Prosody's component port
-/// (`CLIENT_PROXY_DEPLOYMENT=component`), so that one suite of end-to-end
-/// tests proves both.
+/// by the standalone component on the component port of Prosody
+/// (`CLIENT_PROXY_DEPLOYMENT=component`) or of ejabberd (`ejabberd`), so
+/// that one suite of end-to-end tests proves all three.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Deployment {
     Module,
     Component,
+    Ejabberd,
 }
 
 /// The environment variable that selects the [`Deployment`].
 pub const DEPLOYMENT_ENV: &str = "CLIENT_PROXY_DEPLOYMENT";
 
 impl Deployment {
-    /// The one `$CLIENT_PROXY_DEPLOYMENT` names (`module` or `component`).
+    /// The one `$CLIENT_PROXY_DEPLOYMENT` names.
     pub fn selected() -> Deployment {
         match std::env::var(DEPLOYMENT_ENV).as_deref() {
             Err(_) | Ok("" | "module") => Deployment::Module,
             Ok("component") => Deployment::Component,
-            Ok(other) => panic!("{DEPLOYMENT_ENV}={other:?}: expected module or component"),
+            Ok("ejabberd") => Deployment::Ejabberd,
+            Ok(other) => {
+                panic!("{DEPLOYMENT_ENV}={other:?}: expected module, component or ejabberd")
+            }
         }
     }
 }
 
-/// The secret of the component's connection, in the component deployment.
+/// The secret of the component's connection.
 const SECRET: &str = "component-secret";
 
-/// A running Prosody serving [`PROXY`] (as [`Deployment::selected`] says),
+enum Server {
+    Prosody(Prosody),
+    Ejabberd(Ejabberd),
+}
+
+/// A running server serving [`PROXY`] (as [`Deployment::selected`] says),
 /// with [`TARGET`] and the [`REQUESTERS`] registered.
 pub struct ProxyServer {
-    pub prosody: Prosody,
-    /// The standalone component, in that deployment.
+    server: Server,
+    /// The standalone component, unless the module serves.
     pub component: Option<Component>,
 }
 
@@ -79,7 +92,7 @@ pub struct ProxyServer {
 pub fn proxy_server(options: &str) -> ProxyServer {
     ProxyServer::builder(options)
         .start()
-        .expect("start Prosody with client_proxy")
+        .expect("start a server with client_proxy")
 }
 
 impl ProxyServer {
@@ -98,6 +111,9 @@ impl ProxyServer {
         if !options.is_empty() {
             component = format!("{component}\n{options}");
         }
+        // The module manages the roster by itself; for the component the
+        // approved subscription is in place, as an operator leaves it.
+        let roster = !options.contains("client_proxy_manage_roster = false");
         let mut inner = ProsodyBuilder::new().user(TARGET, PASSWORD);
         inner = match deployment {
             Deployment::Module => {
@@ -105,23 +121,35 @@ impl ProxyServer {
                     .plugin_path(plugins)
                     .component(PROXY, "client_proxy", &component)
             }
-            Deployment::Component => {
-                let inner = inner.external_component(PROXY, SECRET);
-                // The module manages the roster by itself; here the
-                // approved subscription is in place, as an operator leaves it.
-                match options.contains("client_proxy_manage_roster = false") {
-                    true => inner,
-                    false => inner.roster_item(TARGET, PROXY, "from"),
-                }
-            }
+            Deployment::Component if roster => inner
+                .external_component(PROXY, SECRET)
+                .roster_item(TARGET, PROXY, "from"),
+            Deployment::Component | Deployment::Ejabberd => inner.external_component(PROXY, SECRET),
         };
         for user in REQUESTERS {
             inner = inner.user(&format!("{user}@localhost"), PASSWORD);
         }
         ProxyServerBuilder {
             inner,
+            edited: false,
             deployment,
             options: component,
+            roster,
+        }
+    }
+
+    /// The Prosody it runs on; a test that needs one fails under ejabberd.
+    pub fn prosody(&self) -> &Prosody {
+        match &self.server {
+            Server::Prosody(p) => p,
+            Server::Ejabberd(_) => panic!("this test needs Prosody, not ejabberd"),
+        }
+    }
+
+    pub fn c2s_addr(&self) -> SocketAddr {
+        match &self.server {
+            Server::Prosody(p) => p.c2s_addr(),
+            Server::Ejabberd(e) => e.c2s_addr(),
         }
     }
 
@@ -130,8 +158,8 @@ impl ProxyServer {
     pub async fn service(&self, resource: &str) -> Xmpp {
         let mut client = self.connect(&format!("{TARGET}/{resource}")).await;
         client.send_presence(None, 0).await.expect("send presence");
-        // Prosody has written the presence to the component's stream, ahead
-        // of anything sent after this.
+        // The server has written the presence to the component's stream,
+        // ahead of anything sent after this.
         client.sync().await;
         client
     }
@@ -142,7 +170,7 @@ impl ProxyServer {
     }
 
     async fn connect(&self, jid: &str) -> Xmpp {
-        Xmpp::connect(self.prosody.c2s_addr(), jid, PASSWORD)
+        Xmpp::connect(self.c2s_addr(), jid, PASSWORD)
             .await
             .unwrap_or_else(|e| panic!("{jid} cannot log in: {e}"))
     }
@@ -151,7 +179,7 @@ impl ProxyServer {
     /// component's own otherwise.
     pub fn log(&self) -> String {
         match &self.component {
-            None => self.prosody.log(),
+            None => self.prosody().log(),
             Some(c) => c.log(),
         }
     }
@@ -159,7 +187,7 @@ impl ProxyServer {
     /// Whether `needle` is in [`log`](Self::log) within `timeout`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
         match &self.component {
-            None => self.prosody.wait_for_log(needle, timeout),
+            None => self.prosody().wait_for_log(needle, timeout),
             Some(c) => c.wait_for_log(needle, 1, timeout),
         }
     }
@@ -168,24 +196,57 @@ impl ProxyServer {
 /// Builds a [`ProxyServer`]; see [`ProxyServer::builder`].
 pub struct ProxyServerBuilder {
     inner: ProsodyBuilder,
+    /// Whether [`with`](Self::with) changed Prosody's set-up, which ejabberd
+    /// cannot follow.
+    edited: bool,
     deployment: Deployment,
     /// The module's options, Lua lines.
     options: String,
+    /// The component's domain in the target's roster before start.
+    roster: bool,
 }
 
 impl ProxyServerBuilder {
-    /// Anything else about the server.
+    /// Anything else about Prosody; under ejabberd, [`start`](Self::start)
+    /// then fails, so that such a test cannot pass without what it set up.
     pub fn with(mut self, edit: impl FnOnce(ProsodyBuilder) -> ProsodyBuilder) -> Self {
         self.inner = edit(self.inner);
+        self.edited = true;
         self
     }
 
     pub fn start(self) -> io::Result<ProxyServer> {
-        let prosody = self.inner.start()?;
-        let component = match self.deployment {
-            Deployment::Module => None,
+        let (server, port) = match self.deployment {
+            Deployment::Module => (Server::Prosody(self.inner.start()?), None),
             Deployment::Component => {
-                let server = prosody.component_addr().expect("a component port");
+                let prosody = self.inner.start()?;
+                let port = prosody.component_addr();
+                (Server::Prosody(prosody), port)
+            }
+            Deployment::Ejabberd if self.edited => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "this test sets Prosody up in a way ejabberd cannot follow",
+                ));
+            }
+            Deployment::Ejabberd => {
+                let mut builder = EjabberdBuilder::new()
+                    .external_component(PROXY, SECRET)
+                    .user(TARGET, PASSWORD);
+                for user in REQUESTERS {
+                    builder = builder.user(&format!("{user}@localhost"), PASSWORD);
+                }
+                let ejabberd = builder.start()?;
+                if self.roster {
+                    ejabberd.add_rosteritem(TARGET, PROXY, "from")?;
+                }
+                let port = ejabberd.component_addr();
+                (Server::Ejabberd(ejabberd), Some(port))
+            }
+        };
+        let component = match port {
+            None => None,
+            Some(server) => {
                 let config = format!(
                     "domain = \"{PROXY}\"\nserver = \"{server}\"\nsecret = \"{SECRET}\"\n\
                      log_level = \"debug\"\n{}",
@@ -194,7 +255,7 @@ impl ProxyServerBuilder {
                 Some(Component::start(component_binary(), &config)?)
             }
         };
-        Ok(ProxyServer { prosody, component })
+        Ok(ProxyServer { server, component })
     }
 }
 

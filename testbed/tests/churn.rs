@@ -278,7 +278,7 @@ async fn c4_unload_answers_everything_in_flight() {
     assert!(r1.wait_seen(8, WAIT).await, "{:?}", r1.seen());
 
     let out = server
-        .prosody
+        .prosody()
         .shell(&format!("module:unload(\"client_proxy\", \"{PROXY}\")"))
         .unwrap();
     assert!(out.contains(&format!("Unloaded from {PROXY}")), "{out}");
@@ -320,7 +320,7 @@ async fn reload_keeps_resources_and_requests_in_flight() {
     assert!(r1.wait_seen(10, WAIT).await, "{:?}", r1.seen());
 
     let out = server
-        .prosody
+        .prosody()
         .shell(&format!("module:reload(\"client_proxy\", \"{PROXY}\")"))
         .unwrap();
     assert!(out.contains(&format!("Reloaded on {PROXY}")), "{out}");
@@ -386,7 +386,7 @@ async fn reload_then_a_killed_resource_get_accepted_before_is_served_by_another(
         _ => (r2, r1),
     };
     let out = server
-        .prosody
+        .prosody()
         .shell(&format!("module:reload(\"client_proxy\", \"{PROXY}\")"))
         .unwrap();
     assert!(out.contains(&format!("Reloaded on {PROXY}")), "{out}");
@@ -416,7 +416,7 @@ async fn reload_keeps_the_deadlines_of_requests_in_flight() {
     alice.send(request("get", "slow")).await.unwrap();
     assert!(r1.wait_seen(1, WAIT).await);
     let out = server
-        .prosody
+        .prosody()
         .shell(&format!("module:reload(\"client_proxy\", \"{PROXY}\")"))
         .unwrap();
     assert!(out.contains(&format!("Reloaded on {PROXY}")), "{out}");
@@ -549,21 +549,21 @@ async fn reload_with_refused_options_keeps_serving_as_before() {
 
     // An option out of range: the running instance goes on with the
     // options it had, and the log says why in one line.
-    let path = server.prosody.config_path();
+    let path = server.prosody().config_path();
     let config = std::fs::read_to_string(&path).unwrap();
     let bad = config.replace(LONG_TIMEOUT, "client_proxy_timeout = 0");
     assert_ne!(bad, config);
     std::fs::write(&path, bad).unwrap();
-    server.prosody.shell("config:reload()").unwrap();
+    server.prosody().shell("config:reload()").unwrap();
     server
-        .prosody
+        .prosody()
         .shell(&format!("module:reload(\"client_proxy\", \"{PROXY}\")"))
         .expect("the reload itself succeeds");
-    assert!(server.prosody.wait_for_log(
+    assert!(server.prosody().wait_for_log(
         "Keeping the previous options: option 'client_proxy_timeout'",
         WAIT
     ));
-    let log = server.prosody.log();
+    let log = server.prosody().log();
     assert!(!log.contains("traceback"), "{log}");
 
     // Nothing in flight was answered, and new requests are still served.

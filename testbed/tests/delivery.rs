@@ -25,7 +25,7 @@ async fn get(client: &mut Xmpp, id: &str) -> (String, Option<(String, String)>) 
 /// prints it.
 fn iq_full_handlers(server: &ProxyServer) -> String {
     server
-        .prosody
+        .prosody()
         .shell(r#"> #prosody.hosts["localhost"].events.get_handlers("iq/full")"#)
         .expect("admin console")
 }
@@ -47,7 +47,7 @@ async fn a_module_hooked_on_iq_full_at_run_time_sees_forwarded_requests_until_un
     assert_eq!(get(&mut alice, "before").await, ("result".into(), None));
 
     server
-        .prosody
+        .prosody()
         .shell(r#"module:load("blocklist", "localhost")"#)
         .expect("load mod_blocklist");
     // The target blocks alice's address as the proxy presents it.
@@ -80,7 +80,7 @@ async fn a_module_hooked_on_iq_full_at_run_time_sees_forwarded_requests_until_un
     assert_eq!(get(&mut bob, "other").await, ("result".into(), None));
 
     server
-        .prosody
+        .prosody()
         .shell(r#"module:unload("blocklist", "localhost")"#)
         .expect("unload mod_blocklist");
     assert_eq!(get(&mut alice, "after").await, ("result".into(), None));

@@ -30,9 +30,9 @@ async fn life_cycle_bad_config_is_refused_and_prosody_keeps_serving() {
     for (options, name) in cases {
         let server = ProxyServer::builder(options).start().unwrap();
         assert!(
-            server.prosody.wait_for_log(name, WAIT),
+            server.prosody().wait_for_log(name, WAIT),
             "no log line names {name}:\n{}",
-            server.prosody.log()
+            server.prosody().log()
         );
         let mut alice = server.client("alice", "phone").await;
         // The server itself still answers.
@@ -51,7 +51,7 @@ async fn life_cycle_refuses_to_load_on_a_virtual_host() {
         .start()
         .unwrap();
     assert!(server
-        .prosody
+        .prosody()
         .wait_for_log("must be loaded on a Component", WAIT));
     let mut alice = server.client("alice", "phone").await;
     let _r1 = spawn_echo(server.service("r1").await);

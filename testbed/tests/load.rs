@@ -19,11 +19,11 @@ client_proxy_max_in_flight_per_requester = 50
 client_proxy_manage_roster = true";
 
 fn assert_clean(server: &ProxyServer, what: &str) {
-    let problems = server.prosody.warnings_and_errors();
+    let problems = server.prosody().warnings_and_errors();
     assert!(
         problems.is_empty(),
         "{} logged warnings or errors {what}:\n{}",
-        server.prosody.installation().name(),
+        server.prosody().installation().name(),
         problems.join("\n")
     );
 }
@@ -37,7 +37,7 @@ async fn a_good_config_loads_reloads_and_serves_without_a_warning_or_an_error() 
         })
         .start()
         .expect("start Prosody with client_proxy");
-    assert!(server.prosody.log().contains("Proxying to svc@localhost"));
+    assert!(server.prosody().log().contains("Proxying to svc@localhost"));
     assert_clean(&server, "while loading the module");
 
     let _echo = spawn_echo(server.service("r1").await);
@@ -45,7 +45,7 @@ async fn a_good_config_loads_reloads_and_serves_without_a_warning_or_an_error() 
     let reply = alice.request(PROXY, "get", "q1", ping(), WAIT).await;
     assert_eq!(reply.expect("a reply").attr("type"), Some("result"));
     server
-        .prosody
+        .prosody()
         .shell(&format!("module:reload(\"client_proxy\", \"{PROXY}\")"))
         .expect("reload");
     let reply = alice.request(PROXY, "get", "q2", ping(), WAIT).await;
@@ -58,9 +58,9 @@ async fn a_timeout_given_as_a_period_works_on_13_and_is_refused_clearly_on_0_12(
     let server = ProxyServer::builder("client_proxy_timeout = \"1 s\"")
         .start()
         .expect("start Prosody with client_proxy");
-    let install = server.prosody.installation();
+    let install = server.prosody().installation();
     if install.major() < 13 {
-        let log = server.prosody.log();
+        let log = server.prosody().log();
         assert!(
             log.contains("option 'client_proxy_timeout' must be a number of seconds")
                 && log.contains("needs Prosody 13"),
@@ -94,6 +94,6 @@ async fn a_timeout_given_as_a_period_works_on_13_and_is_refused_clearly_on_0_12(
 fn the_selected_prosody_is_the_one_that_runs() {
     let install = Installation::selected();
     let server = ProxyServer::builder("").start().expect("start");
-    let version = server.prosody.shell("server:version()").expect("version");
+    let version = server.prosody().shell("server:version()").expect("version");
     assert!(version.contains(&install.version), "{version}");
 }

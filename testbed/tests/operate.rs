@@ -34,7 +34,7 @@ struct Metrics {
 impl Metrics {
     fn scrape(server: &ProxyServer) -> Metrics {
         Metrics {
-            body: server.prosody.scrape().expect("scrape /metrics"),
+            body: server.prosody().scrape().expect("scrape /metrics"),
         }
     }
 
@@ -336,7 +336,7 @@ async fn metrics_count_every_outcome_once() {
     stray.set_mode(EchoMode::Refuse("feature-not-implemented"));
     let sent = until_seen_once(&mut alice, &stray, "n").await as f64;
     assert!(server
-        .prosody
+        .prosody()
         .wait_for_log(&format!("Ejected {TARGET}/stray for 30 s (not_me)"), WAIT));
     assert_quiet(&mut alice).await;
 
@@ -426,7 +426,7 @@ async fn metrics_gauges_follow_what_is_held_across_reload_and_vanish_on_unload()
     let mut alice = server.client("alice", "phone").await;
     until_seen_once(&mut alice, &stray, "e").await;
     assert!(server
-        .prosody
+        .prosody()
         .wait_for_log(&format!("Ejected {TARGET}/stray"), WAIT));
     let _dnd = resource(&server, "dnd", Some("dnd"), 0).await;
     let mut neg = resource(&server, "neg", None, -1).await;
@@ -453,7 +453,7 @@ async fn metrics_gauges_follow_what_is_held_across_reload_and_vanish_on_unload()
     };
     expect(&Metrics::scrape(&server), 1.0, 1.0, "while held");
     let out = server
-        .prosody
+        .prosody()
         .shell(&format!("module:reload(\"client_proxy\", \"{PROXY}\")"))
         .unwrap();
     assert!(out.contains(&format!("Reloaded on {PROXY}")), "{out}");
@@ -469,7 +469,7 @@ async fn metrics_gauges_follow_what_is_held_across_reload_and_vanish_on_unload()
     );
 
     let out = server
-        .prosody
+        .prosody()
         .shell(&format!("module:unload(\"client_proxy\", \"{PROXY}\")"))
         .unwrap();
     assert!(out.contains(&format!("Unloaded from {PROXY}")), "{out}");
@@ -481,7 +481,7 @@ async fn metrics_gauges_follow_what_is_held_across_reload_and_vanish_on_unload()
             "service-unavailable",
         );
     }
-    let body = server.prosody.scrape().unwrap();
+    let body = server.prosody().scrape().unwrap();
     let left: Vec<_> = samples(&body)
         .into_iter()
         .filter(|s| s.name.starts_with(PREFIX) && s.label("host") == Some(PROXY))

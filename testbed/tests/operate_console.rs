@@ -56,7 +56,7 @@ async fn assert_quiet(client: &mut Xmpp) {
 
 fn reload(server: &ProxyServer) -> String {
     server
-        .prosody
+        .prosody()
         .shell(&format!("module:reload(\"client_proxy\", \"{PROXY}\")"))
         .expect("reload")
 }
@@ -64,17 +64,17 @@ fn reload(server: &ProxyServer) -> String {
 /// Rewrites the config file with `from` replaced by `to`, and has Prosody
 /// read it again.
 fn edit_config(server: &ProxyServer, from: &str, to: &str) {
-    let path = server.prosody.config_path();
+    let path = server.prosody().config_path();
     let config = std::fs::read_to_string(&path).unwrap();
     let edited = config.replace(from, to);
     assert_ne!(edited, config, "{from:?} is not in the config");
     std::fs::write(&path, edited).unwrap();
-    server.prosody.shell("config:reload()").unwrap();
+    server.prosody().shell("config:reload()").unwrap();
 }
 
 fn status(server: &ProxyServer) -> String {
     server
-        .prosody
+        .prosody()
         .shell(&format!("client_proxy:status(\"{PROXY}\")"))
         .expect("client_proxy:status")
 }
@@ -128,7 +128,7 @@ fn number_after(line: &str, key: &str) -> Option<i64> {
 /// What a console command that must fail printed: its `Err`'s output,
 /// without the harness's prefix.
 fn failure(server: &ProxyServer, command: &str) -> String {
-    let err = match server.prosody.shell(command) {
+    let err = match server.prosody().shell(command) {
         Ok(out) => panic!("{command} succeeded: {out}"),
         Err(e) => e.to_string(),
     };
@@ -167,14 +167,14 @@ async fn status_lists_each_resource_with_its_state() {
     let _delta = resource(&server, "delta", None, -1).await;
     let _echo = resource(&server, "echo", None, 0).await;
     let out = server
-        .prosody
+        .prosody()
         .shell(&format!("client_proxy:drain(\"{PROXY}\", \"charlie\")"))
         .expect("drain");
     assert!(!out.contains("traceback"), "{out}");
     let mut alice = server.client("alice", "phone").await;
     let served = until_seen_once(&mut alice, &stray, "q").await;
     assert!(server
-        .prosody
+        .prosody()
         .wait_for_log(&format!("Ejected {TARGET}/foxtrot for 30 s (not_me)"), WAIT));
     alpha.set_mode(EchoMode::Silent);
     for id in ["h1", "h2"] {
@@ -281,7 +281,7 @@ async fn drain_by_operator_is_as_dnd_and_outlasts_a_reload() {
     let _r2 = spawn_echo(server.service("r2").await);
 
     let out = server
-        .prosody
+        .prosody()
         .shell(&format!("client_proxy:drain(\"{PROXY}\", \"r1\")"))
         .expect("drain");
     assert!(!out.to_lowercase().contains("traceback"), "{out}");
@@ -308,7 +308,7 @@ async fn drain_by_operator_is_as_dnd_and_outlasts_a_reload() {
     assert!(nothing.is_none(), "{}", show(&nothing.unwrap()));
 
     let out = server
-        .prosody
+        .prosody()
         .shell(&format!("client_proxy:undrain(\"{PROXY}\", \"r1\")"))
         .expect("undrain");
     assert!(!out.to_lowercase().contains("traceback"), "{out}");
@@ -392,7 +392,7 @@ async fn reload_with_a_new_target_answers_the_old_and_serves_the_new() {
     assert_quiet(&mut alice).await;
 
     let changed = format!("target_address changed from {TARGET} to {NEW_TARGET}");
-    assert!(server.prosody.wait_for_log(&changed, WAIT));
+    assert!(server.prosody().wait_for_log(&changed, WAIT));
     let lines: Vec<_> = module_lines(&server)
         .into_iter()
         .filter(|(_, m)| m.contains(&changed))
@@ -414,7 +414,7 @@ async fn reload_with_a_new_target_answers_the_old_and_serves_the_new() {
     }
     assert_eq!(spread(&mut alice, "n", 5).await.get("new1"), Some(&5));
     let roster = server
-        .prosody
+        .prosody()
         .shell(&format!(
             "> local r = require \"core.rostermanager\".load_roster(\"svc2\", \"localhost\") \
              return r[\"{PROXY}\"] and r[\"{PROXY}\"].subscription"
@@ -453,7 +453,7 @@ async fn reload_with_refused_options_keeps_the_running_instance() {
         "client_proxy_balance = \"fastest\"",
     );
     let out = server
-        .prosody
+        .prosody()
         .shell(&format!("module:reload(\"client_proxy\", \"{PROXY}\")"));
     let printed = match &out {
         Ok(text) => text.clone(),
@@ -468,7 +468,7 @@ async fn reload_with_refused_options_keeps_the_running_instance() {
         .collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].1.contains("client_proxy_balance"), "{errors:?}");
-    let log = server.prosody.log();
+    let log = server.prosody().log();
     assert!(
         !log.to_lowercase().contains("traceback"),
         "a traceback in the log"

@@ -25,7 +25,7 @@ async fn logs_say_when_a_resource_comes_online_and_what_it_held_when_it_went_off
         .expect("start");
     let mut r1 = resource(&server, "r1", None, 0).await;
     assert!(server
-        .prosody
+        .prosody()
         .wait_for_log(&format!("{TARGET}/r1 is online (priority 0"), WAIT));
     let online = lines_with(
         &server,
@@ -54,7 +54,7 @@ async fn logs_say_when_a_resource_comes_online_and_what_it_held_when_it_went_off
     }
     let needle = format!("{TARGET}/r1 went offline holding 2 request(s)");
     assert!(
-        server.prosody.wait_for_log(&needle, WAIT),
+        server.prosody().wait_for_log(&needle, WAIT),
         "{:?}",
         module_lines(&server)
     );
@@ -76,7 +76,7 @@ async fn no_resource_warning_is_logged_at_most_once_per_10_s() {
             .await;
         assert_error(&reply.expect("an answer"), "cancel", "service-unavailable");
     }
-    assert!(server.prosody.wait_for_log(&warning, WAIT));
+    assert!(server.prosody().wait_for_log(&warning, WAIT));
     assert_eq!(lines_with(&server, "warn", &warning).len(), 1);
     tokio::time::sleep(Duration::from_millis(10_500)).await;
     let reply = alice.request(PROXY, "get", "later", ping(), WAIT).await;
@@ -98,7 +98,7 @@ async fn info_logging_writes_no_line_per_request() {
     let _r1 = spawn_echo(server.service("r1").await);
     let mut alice = server.client("alice", "phone").await;
     assert!(server
-        .prosody
+        .prosody()
         .wait_for_log(&format!("{TARGET}/r1 is online"), WAIT));
     alice.sync().await;
     let before = module_lines(&server);

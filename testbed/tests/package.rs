@@ -170,10 +170,10 @@ async fn serves_rows(plugins: &str) {
     let server = ProxyServer::builder_from(&plugins, "client_proxy_timeout = 1")
         .start()
         .expect("start Prosody with the packaged module");
-    let name = server.prosody.installation().name();
+    let name = server.prosody().installation().name();
     let loaded_from = plugins.join("mod_client_proxy/mod_client_proxy.lua");
     let path = server
-        .prosody
+        .prosody()
         .shell(&format!(
             "> prosody.hosts[\"{PROXY}\"].modules.client_proxy.module.path"
         ))
@@ -220,7 +220,7 @@ async fn serves_rows(plugins: &str) {
     );
     // B2's own warning is the only one expected.
     let problems: Vec<String> = server
-        .prosody
+        .prosody()
         .warnings_and_errors()
         .into_iter()
         .filter(|l| !l.contains("No resource of svc@localhost can take requests"))

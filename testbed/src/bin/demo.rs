@@ -28,8 +28,8 @@ async fn run() -> Result<(), String> {
     let server = proxy_server("");
     println!(
         "Prosody {} on {}",
-        server.prosody.pid(),
-        server.prosody.c2s_addr()
+        server.prosody().pid(),
+        server.prosody().c2s_addr()
     );
     println!("  Component \"{PROXY}\" \"client_proxy\"  target_address = \"{TARGET}\"\n");
 

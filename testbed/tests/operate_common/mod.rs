@@ -31,7 +31,7 @@ pub async fn resource_of(
     priority: i8,
 ) -> Xmpp {
     let jid = format!("{account}/{name}");
-    let mut client = Xmpp::connect(server.prosody.c2s_addr(), &jid, PASSWORD)
+    let mut client = Xmpp::connect(server.prosody().c2s_addr(), &jid, PASSWORD)
         .await
         .unwrap_or_else(|e| panic!("{jid} cannot log in: {e}"));
     client.send_presence(show, priority).await.unwrap();
@@ -60,7 +60,7 @@ pub fn assert_error(reply: &Element, ty: &str, condition: &str) {
 /// `(level, message)` of the module's own lines in the log.
 pub fn module_lines(server: &ProxyServer) -> Vec<(String, String)> {
     server
-        .prosody
+        .prosody()
         .log()
         .lines()
         .filter_map(|line| {

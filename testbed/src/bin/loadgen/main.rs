@@ -75,8 +75,8 @@ fn run_main(opts: Options) -> Result<(), String> {
         None => {
             let started = std::time::Instant::now();
             let server = spawn_server(&opts)?;
-            let addr = server.prosody.c2s_addr();
-            let pid = server.prosody.pid();
+            let addr = server.prosody().c2s_addr();
+            let pid = server.prosody().pid();
             let mut components = PROXY.to_owned();
             for strategy in strategies(&opts) {
                 components += &format!(
@@ -99,7 +99,7 @@ fn run_main(opts: Options) -> Result<(), String> {
             );
             let component = if opts.modes.contains(&Mode::Component) {
                 let port = server
-                    .prosody
+                    .prosody()
                     .component_addr()
                     .expect("the component port is open");
                 let started = std::time::Instant::now();
@@ -141,7 +141,7 @@ fn run_main(opts: Options) -> Result<(), String> {
     if let (Err(_), Some(server)) = (&result, &server) {
         eprintln!(
             "--- end of the Prosody log ---\n{}",
-            tail(&server.prosody.log(), 30)
+            tail(&server.prosody().log(), 30)
         );
     }
     drop(server);
