@@ -53,7 +53,8 @@ impl Outcome {
 /// Why a request was sent to another resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retry {
-    /// Its resource went offline or bounced it (C3).
+    /// Its resource went offline or bounced it (C3), or the standalone
+    /// component's link to the server was lost.
     ResourceLost,
     /// Its resource answered "not me" (D5).
     NotMe,
