@@ -214,7 +214,7 @@ pub(crate) fn pick_among(
     Some(candidates[i].0)
 }
 
-/// A stable 64-bit hash of a name or key: FNV-1a, finished by [`mix`].
+/// A stable 64-bit hash of a name or key: FNV-1a, finished by `mix`.
 /// Stable across processes and builds, so a key keeps its resource across
 /// restarts.
 pub fn hash(s: &str) -> u64 {
