@@ -1,4 +1,4 @@
-//! A throwaway Prosody on 127.0.0.1 with real XMPP clients.
+//! A throwaway Prosody (or ejabberd) on 127.0.0.1 with real XMPP clients.
 //!
 //! This is what the `client_proxy` end-to-end tests, the demo and the load
 //! benchmark run against: [`ProsodyBuilder`] writes a private configuration
@@ -6,6 +6,11 @@
 //! free port, and [`Xmpp`] logs real clients in over plain TCP (no TLS, so no
 //! certificates are needed). Everything is per instance, so any number of
 //! servers can run side by side in parallel tests.
+//!
+//! [`ProxyServer`] is a server with [`PROXY`] served as
+//! [`Deployment::selected`] says: by the module in Prosody, or by the
+//! standalone [`Component`] on the component port of Prosody or of an
+//! [`Ejabberd`] node, so that the same tests prove each.
 //!
 //! ```no_run
 //! use std::time::Duration;
