@@ -510,7 +510,7 @@ fn every_accepted_request_gets_exactly_one_answer_from_an_allowed_resource() {
         any::<bool>(),
     );
     run_cases(
-        12_000,
+        16_000,
         cases,
         &[
             "A8: the last not-me forwarded",
