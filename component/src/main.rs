@@ -24,7 +24,8 @@ use settings::{Parsed, Settings};
 use stream::{Connection, Incoming};
 
 fn main() -> ExitCode {
-    let settings = match settings::parse(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let settings = match settings::parse(args.iter().cloned()) {
         Ok(Parsed::Run(s)) => s,
         Ok(Parsed::Help) => {
             print!("{}", settings::HELP);
@@ -61,7 +62,7 @@ fn main() -> ExitCode {
         .build()
         .expect("a tokio runtime");
     let run = async move {
-        let mut component = Component::new(*settings, proxy);
+        let mut component = Component::new(*settings, args, proxy);
         if let Some(listener) = listener {
             let listener = tokio::net::TcpListener::from_std(listener)
                 .map_err(|e| format!("cannot serve the metrics: {e}"))?;
@@ -85,10 +86,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// SIGTERM and SIGINT.
+/// SIGTERM and SIGINT stop; SIGHUP reloads.
 struct Signals {
     term: Signal,
     int: Signal,
+    hup: Signal,
+}
+
+#[derive(Clone, Copy)]
+enum Sig {
+    Stop,
+    Reload,
 }
 
 impl Signals {
@@ -96,13 +104,15 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
-    async fn recv(&mut self) {
+    async fn recv(&mut self) -> Sig {
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+            _ = self.term.recv() => Sig::Stop,
+            _ = self.int.recv() => Sig::Stop,
+            _ = self.hup.recv() => Sig::Reload,
         }
     }
 }
@@ -115,6 +125,8 @@ enum End {
 
 struct Component {
     settings: Settings,
+    /// The command line, read again on SIGHUP.
+    args: Vec<String>,
     proxy: Proxy<Element>,
     epoch: Instant,
     sticky_path: Option<String>,
@@ -122,13 +134,14 @@ struct Component {
 }
 
 impl Component {
-    fn new(settings: Settings, proxy: Proxy<Element>) -> Component {
+    fn new(settings: Settings, args: Vec<String>, proxy: Proxy<Element>) -> Component {
         let sticky_path = match &settings.config.sticky {
             Sticky::Path(p) => Some(p.clone()),
             _ => None,
         };
         Component {
             settings,
+            args,
             proxy,
             epoch: Instant::now(),
             sticky_path,
@@ -146,15 +159,20 @@ impl Component {
 
     async fn run(mut self) -> Result<(), String> {
         let mut signals = Signals::new().map_err(|e| format!("cannot handle signals: {e}"))?;
-        let (server, domain) = (
-            self.settings.server.clone(),
-            self.settings.config.host.clone(),
-        );
+        let domain = self.settings.config.host.clone();
         let mut failures = 0;
         loop {
-            let connected = tokio::select! {
-                c = stream::connect(&server, &domain, &self.settings.secret) => c,
-                () = signals.recv() => return self.shut_down_offline(),
+            let (server, secret) = (self.settings.server.clone(), self.settings.secret.clone());
+            let connecting = stream::connect(&server, &domain, &secret);
+            tokio::pin!(connecting);
+            let connected = loop {
+                tokio::select! {
+                    c = &mut connecting => break c,
+                    sig = signals.recv() => match sig {
+                        Sig::Stop => return self.shut_down_offline(),
+                        Sig::Reload => self.reload(),
+                    },
+                }
             };
             let end = match connected {
                 Ok(mut conn) => {
@@ -173,13 +191,64 @@ impl Component {
                         Level::Warn,
                         &format!("{why}; connecting again in {:.1} s", wait.as_secs_f64()),
                     );
-                    tokio::select! {
-                        () = sleep(wait) => {}
-                        () = signals.recv() => return self.shut_down_offline(),
+                    let pause = sleep(wait);
+                    tokio::pin!(pause);
+                    loop {
+                        tokio::select! {
+                            () = &mut pause => break,
+                            sig = signals.recv() => match sig {
+                                Sig::Stop => return self.shut_down_offline(),
+                                Sig::Reload => self.reload(),
+                            },
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// SIGHUP: reads the file and flags again and takes the new options,
+    /// as a reload of the module does: what is online and in flight stays;
+    /// a bad option, or a new `domain` or `target_address`, is refused with
+    /// one error line and the options in force are kept. A new `server` or
+    /// `secret` is used from the next connection on.
+    fn reload(&mut self) {
+        let new = match settings::parse(self.args.iter().cloned()) {
+            Ok(Parsed::Run(s)) => *s,
+            Ok(Parsed::Help) => return,
+            Err(message) => {
+                let message = format!("Reload refused: {message}; the options in force stay");
+                return log::log(Level::Error, &message);
+            }
+        };
+        if let Err(e) = self.proxy.reconfigure(new.config.clone()) {
+            let message = format!(
+                "Reload refused: {}; the options in force stay",
+                settings::describe(&e)
+            );
+            return log::log(Level::Error, &message);
+        }
+        if new.metrics != self.settings.metrics {
+            log::log(
+                Level::Warn,
+                "A new metrics address takes effect at the next start; the listener stays",
+            );
+        }
+        if (&new.server, &new.secret) != (&self.settings.server, &self.settings.secret) {
+            log::log(
+                Level::Info,
+                "The new server or secret is used from the next connection on",
+            );
+        }
+        log::set_level(new.log_level);
+        self.sticky_path = match &new.config.sticky {
+            Sticky::Path(p) => Some(p.clone()),
+            _ => None,
+        };
+        let metrics = self.settings.metrics;
+        self.settings = new;
+        self.settings.metrics = metrics;
+        log::log(Level::Info, "Reloaded the options");
     }
 
     /// A signal while no stream is up: nothing can be answered.
@@ -223,7 +292,13 @@ impl Component {
         loop {
             let deadline = self.proxy.next_deadline().map(|t| self.instant(t));
             let result = tokio::select! {
-                () = signals.recv() => return self.shut_down(conn).await,
+                sig = signals.recv() => match sig {
+                    Sig::Stop => return self.shut_down(conn).await,
+                    Sig::Reload => {
+                        self.reload();
+                        self.flush(conn).await
+                    }
+                },
                 incoming = conn.incoming.recv() => match incoming {
                     Some(Incoming::Stanza(e)) => self.handle(conn, e).await,
                     Some(Incoming::Closed(why)) => return End::Lost(why),

@@ -58,8 +58,10 @@ or `_`); a flag overrides the file.
   --help                         this text
 
 Logs go to stderr. SIGTERM or SIGINT answers every request in flight with
-service-unavailable and closes the stream. A bad option is refused at start,
-naming it, with exit code 2.
+service-unavailable and closes the stream. SIGHUP reads the file and flags
+again, keeping what is online and in flight; a bad option, or a new domain
+or target address, is refused then with an error line, and the options in
+force stay. A bad option is refused at start, naming it, with exit code 2.
 ";
 
 /// The file's contents: every key optional, unknown keys refused.

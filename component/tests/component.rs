@@ -195,6 +195,68 @@ async fn c4_sigterm_answers_what_is_in_flight_and_closes_the_stream() {
         .contains("Stopping: answering 1 request(s)"));
 }
 
+#[tokio::test]
+async fn sighup_reloads_the_options_keeping_what_is_in_flight_and_refuses_bad_ones() {
+    let mut s = setup("resources = [\"r1\"]");
+    let r1 = spawn_echo(s.service("r1").await);
+    r1.set_mode(EchoMode::Delay(Duration::from_millis(1500)));
+    let _r2 = spawn_echo(s.service("r2").await);
+    let mut alice = s.client("alice").await;
+    alice
+        .send(iq("get", "held", PROXY, Some(ping())))
+        .await
+        .unwrap();
+    assert!(r1.wait_seen(1, WAIT).await);
+    let port = s.prosody.component_addr().unwrap();
+    let rewrite = |extra: &str| {
+        let path = s.component.config_path();
+        std::fs::write(path, config(port, extra)).unwrap();
+        s.component.reload();
+    };
+    rewrite("resources = [\"r2\"]");
+    assert!(s.component.wait_for_log("Reloaded the options", 1, WAIT));
+    // The request r1 held across the reload is answered, by r1, once.
+    let reply = alice.recv_matching(WAIT, |s| s.name() == "iq").await;
+    let reply = reply.expect("the held request is answered");
+    assert_eq!(
+        (reply.attr("id"), served(&reply).0.as_str()),
+        (Some("held"), "r1")
+    );
+    for i in 0..5 {
+        let reply = get(&mut alice, &format!("after{i}")).await.unwrap();
+        assert_eq!(served(&reply).0, "r2", "{}", String::from(&reply));
+    }
+    // Bad options, and a new target, are refused; the options in force stay.
+    rewrite("resources = [\"r1\"]\nbalance = \"fastest\"");
+    assert!(
+        s.component
+            .wait_for_log("Reload refused: option 'balance'", 1, WAIT),
+        "{}",
+        s.component.log()
+    );
+    let other = config(port, "").replace(TARGET, "other@localhost");
+    std::fs::write(s.component.config_path(), other).unwrap();
+    s.component.reload();
+    assert!(
+        s.component.wait_for_log(
+            "target_address of a running instance cannot change",
+            1,
+            WAIT
+        ),
+        "{}",
+        s.component.log()
+    );
+    for i in 0..5 {
+        let reply = get(&mut alice, &format!("still{i}")).await.unwrap();
+        assert_eq!(served(&reply).0, "r2");
+    }
+    assert_eq!(s.component.log().matches("Reloaded the options").count(), 1);
+    assert!(
+        alice.recv(Duration::from_millis(500)).await.is_none(),
+        "a second answer"
+    );
+}
+
 /// A port free now, for the metrics listener.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

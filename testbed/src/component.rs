@@ -86,6 +86,18 @@ impl Component {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The TOML file it was started with, read again on [`reload`](Self::reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("component.toml")
+    }
+
+    /// SIGHUP: it reads its options again.
+    pub fn reload(&self) {
+        let child = self.child.as_ref().expect("running");
+        // SAFETY: a plain kill(2) of our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("component.log")
     }

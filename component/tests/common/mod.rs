@@ -25,12 +25,18 @@ pub fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_client-proxy-component"))
 }
 
-/// Starts the binary against `server` with this TOML (plus `extra` lines).
-pub fn start_component(server: std::net::SocketAddr, extra: &str) -> Running {
-    let config = format!(
+/// The TOML the tests run the binary with against `server`, plus `extra`
+/// lines.
+pub fn config(server: SocketAddr, extra: &str) -> String {
+    format!(
         "domain = \"{PROXY}\"\nserver = \"{server}\"\nsecret = \"{SECRET}\"\n\
          target_address = \"{TARGET}\"\nlog_level = \"debug\"\n{extra}\n"
-    );
+    )
+}
+
+/// Starts the binary against `server` with [`config`].
+pub fn start_component(server: SocketAddr, extra: &str) -> Running {
+    let config = config(server, extra);
     let binary = Path::new(env!("CARGO_BIN_EXE_client-proxy-component"));
     Component::start(binary, &config).expect("start the component")
 }
