@@ -91,16 +91,18 @@ impl EjabberdBuilder {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
+        // Picked together, so that no two of them are the same.
+        let [c2s_port, component_port, own_epmd] = free_ports()?;
         let (cookie, epmd_port) = match &self.join {
             Some((_, cookie, port)) => (cookie.clone(), *port),
-            None => (format!("cookie{:016x}", rand_u64()), free_port()?),
+            None => (format!("cookie{:016x}", rand_u64()), own_epmd),
         };
         let mut e = Ejabberd {
             dir,
             node,
             cookie,
-            c2s_port: free_port()?,
-            component_port: free_port()?,
+            c2s_port,
+            component_port,
             epmd_port,
             child: None,
             epmd: None,
@@ -475,10 +477,16 @@ fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
-fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
+/// `N` distinct ports free now: every listener is held until all are known.
+fn free_ports<const N: usize>() -> io::Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
 }
 
 fn rand_u64() -> u64 {
