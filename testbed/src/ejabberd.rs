@@ -77,6 +77,11 @@ impl EjabberdBuilder {
     }
 
     pub fn start(self) -> io::Result<Ejabberd> {
+        self.start_on(None)
+    }
+
+    /// [`start`](Self::start), trying these c2s and component ports first.
+    fn start_on(self, first: Option<[u16; 2]>) -> io::Result<Ejabberd> {
         let dir = TempDir::new()?;
         let (uid, gid) = ejabberd_user()?;
         for sub in ["spool", "logs"] {
@@ -92,7 +97,10 @@ impl EjabberdBuilder {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         // Picked together, so that no two of them are the same.
-        let [c2s_port, component_port, own_epmd] = free_ports()?;
+        let [mut c2s_port, mut component_port, own_epmd] = free_ports()?;
+        if let Some([c2s, component]) = first {
+            (c2s_port, component_port) = (c2s, component);
+        }
         let (cookie, epmd_port) = match &self.join {
             Some((_, cookie, port)) => (cookie.clone(), *port),
             None => (format!("cookie{:016x}", rand_u64()), own_epmd),
@@ -120,7 +128,17 @@ impl EjabberdBuilder {
                 .spawn()?;
             e.epmd = Some(epmd);
         }
-        e.launch()?;
+        // A port free when picked may be another test's by now.
+        for attempt in 1.. {
+            match e.launch() {
+                Ok(()) => break,
+                Err(err) if attempt < PORT_ATTEMPTS && port_taken(&err) => {
+                    [e.c2s_port, e.component_port] = free_ports()?;
+                    e.write_config(&self)?;
+                }
+                Err(err) => return Err(err),
+            }
+        }
         if let Some((other, _, _)) = &self.join {
             e.join_cluster(other)?;
         }
@@ -477,6 +495,15 @@ fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
+/// How many times a node is started on fresh ports when one is taken.
+const PORT_ATTEMPTS: u32 = 3;
+
+/// Whether a failed start says that a port was in use.
+fn port_taken(err: &io::Error) -> bool {
+    let text = err.to_string();
+    text.contains("eaddrinuse") || text.contains("already in use")
+}
+
 /// `N` distinct ports free now: every listener is held until all are known.
 fn free_ports<const N: usize>() -> io::Result<[u16; N]> {
     let listeners = (0..N)
@@ -499,4 +526,24 @@ fn rand_u64() -> u64 {
             .as_nanos(),
     );
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_port_moves_the_node_to_others() {
+        let squatter = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let taken = squatter.local_addr().unwrap().port();
+        let [other] = free_ports().unwrap();
+        let node = EjabberdBuilder::new()
+            .external_component("proxy.localhost", "secret")
+            .start_on(Some([taken, other]))
+            .unwrap();
+        assert_ne!(node.c2s_addr().port(), taken);
+        let config = fs::read_to_string(node.config_path()).unwrap();
+        assert!(config.contains(&format!("port: {}", node.c2s_addr().port())));
+        assert!(std::net::TcpStream::connect(node.c2s_addr()).is_ok());
+    }
 }
