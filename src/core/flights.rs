@@ -311,13 +311,7 @@ impl<P> Flights<P> {
 
     /// The requests sent to `resource` (or [`WAITING`]), oldest first.
     pub fn of(&self, resource: ResourceId) -> Vec<FlightId> {
-        let mut out = Vec::new();
-        let mut f = self.first_of(resource).unwrap_or(NIL);
-        while f != NIL {
-            out.push(f);
-            f = self.get(f).links[BY_RESOURCE].next;
-        }
-        out
+        self.walk(self.first_of(resource).unwrap_or(NIL), BY_RESOURCE)
     }
 
     /// The request with the earliest deadline, if that deadline is `now` or
@@ -343,11 +337,16 @@ impl<P> Flights<P> {
 
     /// Every request, in deadline order.
     pub fn ids(&self) -> Vec<FlightId> {
-        let mut out = Vec::with_capacity(self.len());
-        let mut f = self.by_deadline.head;
+        self.walk(self.by_deadline.head, BY_DEADLINE)
+    }
+
+    /// The requests of one list, from `head` on.
+    fn walk(&self, head: u32, which: usize) -> Vec<FlightId> {
+        let mut out = Vec::new();
+        let mut f = head;
         while f != NIL {
             out.push(f);
-            f = self.get(f).links[BY_DEADLINE].next;
+            f = self.get(f).links[which].next;
         }
         out
     }
