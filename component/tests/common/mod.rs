@@ -41,6 +41,40 @@ pub fn start_component(server: SocketAddr, extra: &str) -> Running {
     Component::start(binary, &config).expect("start the component")
 }
 
+/// How the one request in flight when the server went away was settled.
+#[derive(Debug, PartialEq)]
+pub enum Settled {
+    /// The server said the resource left before it closed the component's
+    /// stream: C3, with no resource left to send it to.
+    ResourceLost,
+    /// The stream closed first: the request waits since the reconnection
+    /// for a resource to come back.
+    Waiting,
+}
+
+/// Waits for the log to tell how the one request in flight at a server
+/// restart was settled. Which comes first is the server's shutdown order,
+/// so both are right.
+pub fn lost_request_settled(component: &Running) -> Settled {
+    let lost = "went offline holding 1 request(s)";
+    let waiting = "link to the server was lost: 1 wait for a resource";
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let log = component.log();
+        if log.contains(lost) {
+            return Settled::ResourceLost;
+        }
+        if log.contains(waiting) {
+            return Settled::Waiting;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lost request was not settled:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub async fn get(client: &mut Xmpp, id: &str) -> Option<Element> {
     client.request(PROXY, "get", id, ping(), WAIT).await
 }
