@@ -132,11 +132,7 @@ async fn ejabberd_the_component_reconnects_after_a_server_restart_and_relearns_t
         "{}",
         s.component.log()
     );
-    if settled == Settled::Waiting {
-        // The `get` that waited is sent to the resource that came back.
-        let resent = svc.recv_matching(WAIT, |s| s.name() == "iq").await;
-        assert!(resent.is_some(), "{}", s.component.log());
-    }
+    takes_what_waited(settled, &mut svc, &s.component).await;
     let _svc = spawn_echo(svc);
     let mut alice = s.alice().await;
     let reply = get(&mut alice, "after").await.expect("a reply");

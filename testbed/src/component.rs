@@ -109,13 +109,26 @@ impl Component {
 
     /// Whether `needle` is in the log `count` times within `timeout`.
     pub fn wait_for_log(&self, needle: &str, count: usize, timeout: Duration) -> bool {
+        self.poll_log(timeout, |log| {
+            (log.matches(needle).count() >= count).then_some(())
+        })
+        .is_some()
+    }
+
+    /// Which of `needles` is in the log first (by the order given), within
+    /// `timeout`.
+    pub fn wait_for_one_of(&self, needles: &[&str], timeout: Duration) -> Option<usize> {
+        self.poll_log(timeout, |log| needles.iter().position(|n| log.contains(n)))
+    }
+
+    fn poll_log<T>(&self, timeout: Duration, found: impl Fn(&str) -> Option<T>) -> Option<T> {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.log().matches(needle).count() >= count {
-                return true;
+            if let Some(t) = found(&self.log()) {
+                return Some(t);
             }
             if Instant::now() > deadline {
-                return false;
+                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -56,22 +56,23 @@ pub enum Settled {
 /// restart was settled. Which comes first is the server's shutdown order,
 /// so both are right.
 pub fn lost_request_settled(component: &Running) -> Settled {
-    let lost = "went offline holding 1 request(s)";
-    let waiting = "link to the server was lost: 1 wait for a resource";
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let log = component.log();
-        if log.contains(lost) {
-            return Settled::ResourceLost;
-        }
-        if log.contains(waiting) {
-            return Settled::Waiting;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the lost request was not settled:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    let lines = [
+        "went offline holding 1 request(s)",
+        "link to the server was lost: 1 wait for a resource",
+    ];
+    match component.wait_for_one_of(&lines, WAIT) {
+        Some(0) => Settled::ResourceLost,
+        Some(_) => Settled::Waiting,
+        None => panic!("the lost request was not settled:\n{}", component.log()),
+    }
+}
+
+/// The resource that came back takes the `get` that waited for it, if one
+/// did.
+pub async fn takes_what_waited(settled: Settled, svc: &mut Xmpp, component: &Running) {
+    if settled == Settled::Waiting {
+        let resent = svc.recv_matching(WAIT, |s| s.name() == "iq").await;
+        assert!(resent.is_some(), "{}", component.log());
     }
 }
 
