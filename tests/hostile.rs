@@ -3,7 +3,8 @@
 //! core accepted is still answered exactly once.
 
 use client_proxy::core::{
-    fits_verbatim, is_token, Action, Balance, Config, Kind, Proxy, Stanza, Sticky, Time, Verdict,
+    fits_verbatim, is_token, Action, Balance, Body, Condition, Config, Defect, ErrorType, Kind,
+    Proxy, Stanza, StanzaError, Sticky, Time, Verdict, MAX_IN_FLIGHT_RANGE,
 };
 use proptest::prelude::*;
 
@@ -24,17 +25,36 @@ fn text() -> impl Strategy<Value = String> {
     ]
 }
 
-fn stanza() -> impl Strategy<
-    Value = (
-        u8,
-        Option<String>,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        i32,
-    ),
-> {
+/// What an adapter may report of a payload: any size and depth, and now
+/// and then a defect.
+fn body() -> impl Strategy<Value = Body> {
+    (
+        0..6_000usize,
+        0..100u32,
+        prop::option::of(prop_oneof![
+            Just(Defect::Malformed),
+            Just(Defect::Oversized)
+        ]),
+    )
+        .prop_map(|(bytes, depth, defect)| Body {
+            bytes,
+            depth,
+            defect: defect.filter(|_| depth % 3 == 0),
+        })
+}
+
+type Drawn = (
+    u8,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    i32,
+    Body,
+);
+
+fn stanza() -> impl Strategy<Value = Drawn> {
     (
         0..4u8,
         prop::option::of(prop_oneof![
@@ -53,6 +73,7 @@ fn stanza() -> impl Strategy<
         prop::option::of(text()),
         prop::option::of(text()),
         any::<i32>(),
+        body(),
     )
 }
 
@@ -72,10 +93,14 @@ proptest! {
         }
         config.attempts = 3;
         config.eject_after_timeouts = 1;
+        // Small bounds, so that the stanzas drawn reach them.
+        config.max_in_flight = 8;
+        config.max_bytes_in_flight = 10_000;
+        config.max_depth = 40;
         let mut proxy: Proxy<u32> = Proxy::new(config, seed).unwrap();
         let mut accepted = 0usize;
         let mut answered = 0usize;
-        for (kind, ty, from, to, id, show, priority) in &stanzas {
+        for (kind, ty, from, to, id, show, priority, body) in &stanzas {
             let s = Stanza {
                 kind: [Some(Kind::Iq), Some(Kind::Message), Some(Kind::Presence), None][*kind as usize],
                 ty: ty.as_deref(),
@@ -87,8 +112,20 @@ proptest! {
                 condition: [None, Some("service-unavailable"), Some("feature-not-implemented"),
                     Some("recipient-unavailable")][priority.rem_euclid(4) as usize],
                 key: id.as_deref(),
+                body: *body,
             };
+            let asks = matches!((s.kind, s.ty), (Some(Kind::Iq), Some("get" | "set")));
             let verdict = proxy.handle(s, Time::from_micros(1), || Some(0));
+            // H1, H5: a request whose payload must not go on is refused.
+            let refusal = match body.defect {
+                Some(Defect::Malformed) => Some(Condition::BadRequest),
+                Some(Defect::Oversized) => Some(Condition::PolicyViolation),
+                None if body.depth > 40 => Some(Condition::PolicyViolation),
+                None => None,
+            };
+            if let (true, Some(condition)) = (asks && !from.is_empty(), refusal) {
+                prop_assert_eq!(&verdict, &Verdict::Reply(StanzaError(ErrorType::Modify, condition)));
+            }
             if let Verdict::Forward { rtt: None, .. } = verdict {
                 accepted += 1;
             }
@@ -100,7 +137,8 @@ proptest! {
                     answered += 1;
                 }
             }
-            prop_assert!(proxy.in_flight() <= 1000);
+            prop_assert!(proxy.in_flight() <= 8);
+            prop_assert!(proxy.kept_bytes() <= 10_000);
         }
         proxy.close();
         while let Some(action) = proxy.poll_action() {
@@ -122,10 +160,12 @@ proptest! {
     ) {
         let mut c = Config::new(host.clone(), target.clone());
         c.timeout = timeout;
-        for (name, v) in [("client_proxy_attempts", attempts), ("client_proxy_max_in_flight", max)] {
-            if let Ok(v) = Config::whole(name, v, (1, 10)) {
-                prop_assert!((1..=10).contains(&v));
-            }
+        if let Ok(v) = Config::whole("client_proxy_attempts", attempts, (1, 10)) {
+            prop_assert!((1..=10).contains(&v));
+            c.attempts = v;
+        }
+        if let Ok(v) = Config::whole("client_proxy_max_in_flight", max, MAX_IN_FLIGHT_RANGE) {
+            c.max_in_flight = v;
         }
         if let Ok(sticky) = Sticky::parse(&host) {
             prop_assert!(sticky == Sticky::Requester || host.contains('@') || host.ends_with('#'));
@@ -135,6 +175,8 @@ proptest! {
             let c = p.config();
             prop_assert!(c.timeout >= 0.1 && c.timeout <= 86_400.0);
             prop_assert!(c.target.contains('@') && !c.target.contains('/'));
+            prop_assert!((1..=10).contains(&c.attempts));
+            prop_assert!(c.max_in_flight >= MAX_IN_FLIGHT_RANGE.0);
         }
     }
 

@@ -37,6 +37,12 @@ pub struct Config {
     pub max_in_flight: u32,
     /// `client_proxy_max_in_flight_per_requester`.
     pub max_in_flight_per_requester: u32,
+    /// `client_proxy_max_bytes_in_flight` (H4): bytes of payload kept for
+    /// retries, all requests together.
+    pub max_bytes_in_flight: u32,
+    /// `client_proxy_max_depth` (H5): the deepest nesting of elements in a
+    /// request or message that is forwarded, the stanza element included.
+    pub max_depth: u32,
 }
 
 /// How a request without a sticky key picks among the eligible resources (D3).
@@ -134,6 +140,9 @@ pub const TIMEOUT_RANGE: (f64, f64) = (0.1, 86_400.0);
 pub const ATTEMPTS_RANGE: (u32, u32) = (1, 10);
 pub const MAX_IN_FLIGHT_RANGE: (u32, u32) = (1, 10_000_000);
 pub const EJECT_AFTER_TIMEOUTS_RANGE: (u32, u32) = (0, 1_000);
+pub const MAX_BYTES_IN_FLIGHT_RANGE: (u32, u32) = (1_024, u32::MAX);
+/// A request is at least two deep (`<iq><query/></iq>`).
+pub const MAX_DEPTH_RANGE: (u32, u32) = (2, 1_000);
 
 impl Config {
     /// The defaults of the SPEC's option table.
@@ -152,6 +161,8 @@ impl Config {
             outbound_iq: false,
             max_in_flight: 100_000,
             max_in_flight_per_requester: 1_000,
+            max_bytes_in_flight: 64 << 20,
+            max_depth: 64,
         }
     }
 
@@ -239,6 +250,12 @@ impl Config {
             self.max_in_flight_per_requester,
             MAX_IN_FLIGHT_RANGE,
         )?;
+        check_range(
+            "client_proxy_max_bytes_in_flight",
+            self.max_bytes_in_flight,
+            MAX_BYTES_IN_FLIGHT_RANGE,
+        )?;
+        check_range("client_proxy_max_depth", self.max_depth, MAX_DEPTH_RANGE)?;
         Ok(self)
     }
 
@@ -339,6 +356,12 @@ mod tests {
         c.max_in_flight_per_requester = 10_000_001;
         assert_eq!(option_error(c), "client_proxy_max_in_flight_per_requester");
         assert!(Config::whole("x", 2.5, (1, 10)).is_err());
+        let mut c = base.clone();
+        c.max_bytes_in_flight = 1_000;
+        assert_eq!(option_error(c), "client_proxy_max_bytes_in_flight");
+        let mut c = base.clone();
+        c.max_depth = 1;
+        assert_eq!(option_error(c), "client_proxy_max_depth");
         let mut c = base;
         c.resources = vec!["focus".into(), "jicofo-*".into(), "*".into()];
         assert!(c.validate().is_ok());

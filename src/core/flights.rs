@@ -60,6 +60,8 @@ pub(crate) struct Flight<P> {
     pub deadline: Time,
     /// What to send again, kept while another send is allowed.
     pub payload: Option<P>,
+    /// The size of `payload`, counted in [`Flights::kept_bytes`].
+    payload_bytes: u32,
     /// What few requests need: a history of sends, or an origin. Boxed, so
     /// that the many requests that need neither stay small.
     extra: Option<Box<Extra>>,
@@ -110,6 +112,8 @@ pub(crate) struct NewFlight<'a, P> {
     pub sent_at: Time,
     pub deadline: Time,
     pub payload: Option<P>,
+    /// The size of `payload` (H4).
+    pub payload_bytes: usize,
     pub origin: Option<Origin>,
 }
 
@@ -184,6 +188,8 @@ pub(crate) struct Flights<P> {
     by_resource: Vec<List>,
     /// The requests held by no resource ([`WAITING`]).
     waiting: List,
+    /// The sum of every request's `payload_bytes`.
+    kept_bytes: u64,
 }
 
 impl<P> Default for Flights<P> {
@@ -195,6 +201,7 @@ impl<P> Default for Flights<P> {
             by_deadline: EMPTY,
             by_resource: Vec::new(),
             waiting: EMPTY,
+            kept_bytes: 0,
         }
     }
 }
@@ -236,6 +243,10 @@ impl<P> Flights<P> {
             sends: 1,
             sent_at: new.sent_at,
             deadline,
+            payload_bytes: match new.payload {
+                Some(_) => new.payload_bytes.try_into().unwrap_or(u32::MAX),
+                None => 0,
+            },
             payload: new.payload,
             extra: new.origin.map(|origin| {
                 Box::new(Extra {
@@ -257,6 +268,7 @@ impl<P> Flights<P> {
             self.slots[f as usize] = Slot::Full(flight);
             f
         };
+        self.kept_bytes += u64::from(self.get(f).payload_bytes);
         self.index.insert(Key { requester, id }, f);
         self.link_by_deadline(f, deadline);
         self.link_by_resource(f, resource);
@@ -277,7 +289,13 @@ impl<P> Flights<P> {
             id: &flight.id,
         };
         self.index.remove(&key as &dyn AsKeyRef);
+        self.kept_bytes -= u64::from(flight.payload_bytes);
         flight
+    }
+
+    /// Bytes of payload kept for retries, all requests together (H4).
+    pub fn kept_bytes(&self) -> u64 {
+        self.kept_bytes
     }
 
     /// Records that the request was sent again, to `resource`, after
@@ -438,6 +456,7 @@ mod tests {
             sent_at,
             deadline,
             payload: None,
+            payload_bytes: 0,
             origin: None,
         })
     }

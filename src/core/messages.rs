@@ -242,6 +242,7 @@ impl<P: Clone> Proxy<P> {
             sent_at: now,
             deadline: now.saturating_add(self.timeout),
             payload: None,
+            payload_bytes: 0,
             origin: Some(origin),
         });
         self.origins.insert(key, f);

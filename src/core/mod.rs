@@ -33,6 +33,7 @@
 //! ```
 
 mod balance;
+mod body;
 mod config;
 mod flights;
 mod jat;
@@ -51,9 +52,10 @@ use std::time::Duration;
 use rand::{rngs::SmallRng, SeedableRng};
 
 pub use balance::{hash, score};
+pub use body::{xml_attribute_allowed, Body, Defect, NS_XML, NS_XMLNS};
 pub use config::{
-    Balance, Config, Sticky, ATTEMPTS_RANGE, EJECT_AFTER_TIMEOUTS_RANGE, MAX_IN_FLIGHT_RANGE,
-    TIMEOUT_RANGE,
+    Balance, Config, Sticky, ATTEMPTS_RANGE, EJECT_AFTER_TIMEOUTS_RANGE, MAX_BYTES_IN_FLIGHT_RANGE,
+    MAX_DEPTH_RANGE, MAX_IN_FLIGHT_RANGE, TIMEOUT_RANGE,
 };
 pub use jat::{fits_verbatim, is_token, MAX_RESOURCE_BYTES};
 pub use resources::{EjectReason, Resource, State};
@@ -180,6 +182,9 @@ impl<P: Clone> Proxy<P> {
         if s.from.is_empty() {
             return Verdict::Drop(DropReason::Malformed);
         }
+        if let Some(verdict) = self.screen(kind, &s) {
+            return verdict;
+        }
         let (from_bare, from_resource) = split(s.from);
         let to_resource = split(s.to).1;
         let from_target = from_bare == self.config.target;
@@ -197,6 +202,32 @@ impl<P: Clone> Proxy<P> {
             Kind::Message => self.message(s, now),
             Kind::Presence => reply(ErrorType::Cancel, Condition::BadRequest),
         }
+    }
+
+    /// H1, H5: a stanza whose payload must not be forwarded. A request or a
+    /// message is refused; a reply or an error cannot be answered and is
+    /// dropped. Presence is never forwarded (only its show and priority are
+    /// read), so its payload does not matter.
+    fn screen(&mut self, kind: Kind, s: &Stanza<'_>) -> Option<Verdict> {
+        let asks = match (kind, s.ty) {
+            (Kind::Presence, _) => return None,
+            (Kind::Iq, Some("get" | "set")) => true,
+            (Kind::Message, ty) => ty != Some("error"),
+            _ => false,
+        };
+        let (outcome, condition) = match s.body.defect {
+            Some(Defect::Malformed) => (Outcome::BadRequest, Condition::BadRequest),
+            Some(Defect::Oversized) => (Outcome::PolicyViolation, Condition::PolicyViolation),
+            None if asks && s.body.depth > self.config.max_depth => {
+                (Outcome::PolicyViolation, Condition::PolicyViolation)
+            }
+            None => return None,
+        };
+        Some(match kind {
+            _ if !asks => Verdict::Drop(DropReason::Malformed),
+            Kind::Iq => self.refuse(outcome, ErrorType::Modify, condition),
+            _ => reply(ErrorType::Modify, condition),
+        })
     }
 
     /// B1-B5: a stanza from a requester.
@@ -228,6 +259,18 @@ impl<P: Clone> Proxy<P> {
                 Condition::ResourceConstraint,
             );
         }
+        // H4: what is kept for retries stays within its bound.
+        let keep = self.config.attempts > 1;
+        if keep
+            && self.flights.kept_bytes() + s.body.bytes as u64
+                > u64::from(self.config.max_bytes_in_flight)
+        {
+            return self.refuse(
+                Outcome::Limited,
+                ErrorType::Wait,
+                Condition::ResourceConstraint,
+            );
+        }
         let key = match &self.config.sticky {
             Sticky::None => None,
             Sticky::Requester => Some(hash(jat::bare(s.from))),
@@ -243,7 +286,7 @@ impl<P: Clone> Proxy<P> {
             );
         };
         let rq = self.requesters.acquire(s.from, known, true, &mut self.rng);
-        let payload = (self.config.attempts > 1).then(payload).flatten();
+        let payload = keep.then(payload).flatten();
         self.flights.insert(NewFlight {
             requester: rq,
             id,
@@ -253,6 +296,7 @@ impl<P: Clone> Proxy<P> {
             sent_at: now,
             deadline: now.saturating_add(self.timeout),
             payload,
+            payload_bytes: s.body.bytes,
             origin: None,
         });
         self.resources.add_load(resource);
@@ -424,6 +468,11 @@ impl<P: Clone> Proxy<P> {
         self.flights.len()
     }
 
+    /// Bytes of payload kept for retries (H4), as the adapters reported them.
+    pub fn kept_bytes(&self) -> u64 {
+        self.flights.kept_bytes()
+    }
+
     pub fn online(&self) -> usize {
         self.resources.online()
     }
@@ -442,6 +491,7 @@ impl<P: Clone> Proxy<P> {
     /// requester, no token, no count, no load, nothing to send but log lines.
     pub fn is_settled(&self) -> bool {
         self.flights.len() == 0
+            && self.flights.kept_bytes() == 0
             && self.origins.is_empty()
             && self.requesters.is_empty()
             && self.actions.iter().all(|a| matches!(a, Action::Log { .. }))

@@ -9,6 +9,8 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
+use super::body::Body;
+
 /// The three kinds of stanza (RFC 6120 §8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -49,6 +51,9 @@ pub struct Stanza<'a> {
     /// A request's sticky key, read by the caller from the path that
     /// `client_proxy_sticky` names (D4).
     pub key: Option<&'a str>,
+    /// What the caller found in the payload (H1, H4, H5); an adapter that
+    /// reads no payload of a stanza leaves the default.
+    pub body: Body,
 }
 
 impl<'a> Stanza<'a> {
@@ -104,6 +109,12 @@ impl<'a> Stanza<'a> {
         self.key = Some(key);
         self
     }
+
+    /// With what the caller found in the payload.
+    pub fn with_body(mut self, body: Body) -> Self {
+        self.body = body;
+        self
+    }
 }
 
 /// IQ request types.
@@ -117,6 +128,7 @@ pub enum Method {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorType {
     Cancel,
+    Modify,
     Wait,
 }
 
@@ -124,6 +136,7 @@ impl ErrorType {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorType::Cancel => "cancel",
+            ErrorType::Modify => "modify",
             ErrorType::Wait => "wait",
         }
     }
@@ -137,6 +150,7 @@ pub enum Condition {
     FeatureNotImplemented,
     InternalServerError,
     ItemNotFound,
+    PolicyViolation,
     RecipientUnavailable,
     RemoteServerTimeout,
     ResourceConstraint,
@@ -151,6 +165,7 @@ impl Condition {
             Condition::FeatureNotImplemented => "feature-not-implemented",
             Condition::InternalServerError => "internal-server-error",
             Condition::ItemNotFound => "item-not-found",
+            Condition::PolicyViolation => "policy-violation",
             Condition::RecipientUnavailable => "recipient-unavailable",
             Condition::RemoteServerTimeout => "remote-server-timeout",
             Condition::ResourceConstraint => "resource-constraint",

@@ -22,10 +22,14 @@ pub enum Outcome {
     Limited,
     /// Refused: no resource to send it to (B2).
     NoResource,
+    /// Refused: its payload is XML the service must not be sent (H1, H5).
+    BadRequest,
+    /// Refused: its payload is deeper or larger than allowed (H1, H5).
+    PolicyViolation,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Replied,
         Outcome::ErrorReplied,
         Outcome::Timeout,
@@ -34,6 +38,8 @@ impl Outcome {
         Outcome::Conflict,
         Outcome::Limited,
         Outcome::NoResource,
+        Outcome::BadRequest,
+        Outcome::PolicyViolation,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +52,8 @@ impl Outcome {
             Outcome::Conflict => "conflict",
             Outcome::Limited => "limited",
             Outcome::NoResource => "no_resource",
+            Outcome::BadRequest => "bad_request",
+            Outcome::PolicyViolation => "policy_violation",
         }
     }
 }
