@@ -52,6 +52,8 @@ local function read_options()
 		eject_after_timeouts = module:get_option_number("client_proxy_eject_after_timeouts", 3);
 		max_in_flight = module:get_option_number("client_proxy_max_in_flight", 100000);
 		max_in_flight_per_requester = module:get_option_number("client_proxy_max_in_flight_per_requester", 1000);
+		max_bytes_in_flight = module:get_option_number("client_proxy_max_bytes_in_flight");
+		max_depth = module:get_option_number("client_proxy_max_depth");
 		manage_roster = module:get_option_boolean("client_proxy_manage_roster", true);
 		messages = module:get_option_boolean("client_proxy_messages", false);
 		outbound_iq = module:get_option_boolean("client_proxy_outbound_iq", false);
@@ -212,10 +214,14 @@ local function direct_session(to)
 end
 
 -- Sends a stanza the module made or rewrote: an IQ straight to a local
--- session where it may, anything else through the router.
+-- session where it may, anything else through the router. As mod_iq, a
+-- session's send is tried once: one that fails may have queued the stanza
+-- for a resumption (mod_smacks), and routing it again would queue it twice.
 local function send(stanza)
 	local session = stanza.name == "iq" and direct_session(stanza.attr.to);
-	if not (session and session.send(stanza)) then
+	if session then
+		session.send(stanza);
+	else
 		module:send(stanza);
 	end
 end
@@ -372,9 +378,12 @@ local function handle_stanza(event)
 		if id then
 			stanza.attr.id = id;
 		end
-		-- Messages take the router's way, past carbons, archives and offline storage.
+		-- Messages take the router's way, past carbons, archives and offline
+		-- storage; an IQ to a local session is handed over once (see send).
 		local session = stanza.name == "iq" and direct_session(b);
-		if not (session and session.send(stanza)) then
+		if session then
+			session.send(stanza);
+		else
 			module:send(stanza);
 		end
 		if c then

@@ -19,10 +19,13 @@ use std::{mem, slice, str};
 
 use mlua::{ffi, IntoLuaMulti, Lua, MultiValue, Result, Table, UserData, UserDataMethods, Value};
 
-use crate::core::{Action, Config, Kind, Proxy, Stanza, Time, Verdict};
+use crate::core::{Action, Body, Config, Kind, Proxy, Stanza, Time, Verdict};
 use crate::core::{Balance, DropReason, EjectReason, Outcome, Retry, State, Sticky};
 use crate::core::{ATTEMPTS_RANGE, EJECT_AFTER_TIMEOUTS_RANGE, MAX_IN_FLIGHT_RANGE};
+use crate::core::{MAX_BYTES_IN_FLIGHT_RANGE, MAX_DEPTH_RANGE};
 use crate::Error;
+
+mod walk;
 
 impl From<Error> for mlua::Error {
     fn from(e: Error) -> Self {
@@ -155,6 +158,16 @@ fn config(options: &Table) -> Result<Config> {
         MAX_IN_FLIGHT_RANGE,
     )? {
         config.max_in_flight_per_requester = v;
+    }
+    if let Some(v) = whole(
+        "max_bytes_in_flight",
+        "client_proxy_max_bytes_in_flight",
+        MAX_BYTES_IN_FLIGHT_RANGE,
+    )? {
+        config.max_bytes_in_flight = v;
+    }
+    if let Some(v) = whole("max_depth", "client_proxy_max_depth", MAX_DEPTH_RANGE)? {
+        config.max_depth = v;
     }
     if let Some(v) = options.get::<Option<bool>>("messages")? {
         config.messages = v;
@@ -310,8 +323,9 @@ unsafe fn route_stanza(state: *mut ffi::lua_State) -> std::result::Result<c_int,
     if name == "panic" {
         panic!("injected fault");
     }
-    let s = Stanza {
-        kind: Kind::from_name(name),
+    let kind = Kind::from_name(name);
+    let mut s = Stanza {
+        kind,
         ty: text(state, 2, "type")?,
         from: text(state, 3, "from")?.unwrap_or_default(),
         to: text(state, 4, "to")?.unwrap_or_default(),
@@ -322,25 +336,40 @@ unsafe fn route_stanza(state: *mut ffi::lua_State) -> std::result::Result<c_int,
             .clamp(-128.0, 127.0) as i32,
         condition: text(state, 10, "condition")?,
         key: text(state, 11, "key")?,
+        body: Body::default(),
     };
     let now = number(state, 8, "now")?
         .ok_or_else(|| Error::Argument("#8 (now) must be a number".into()))?;
     release(state, &shared.released);
+    // Everything that touches Lua happens before the core is borrowed for
+    // `handle`: Lua raises (by longjmp) when it is out of memory, and would
+    // leave the core borrowed for good.
+    let (limit, attempts, from_target) = {
+        let proxy = shared.proxy();
+        let config = proxy.config();
+        let bare = s.from.split_once('/').map_or(s.from, |(bare, _)| bare);
+        (config.max_depth, config.attempts, bare == config.target)
+    };
+    // The payload of what a requester sends on towards the service; the
+    // service's own replies go back as they came.
+    let request = kind == Some(Kind::Iq) && matches!(s.ty, Some("get" | "set"));
+    if !from_target && matches!(kind, Some(Kind::Iq | Kind::Message)) {
+        s.body = walk::body(state, 9, limit);
+    }
     // Kept only where the core may send it again; a stanza that cannot be
-    // kept is served all the same, once.
-    let keep = || {
-        if ffi::lua_type(state, 9) <= ffi::LUA_TNIL {
-            return None;
-        }
+    // kept is served all the same, once. A reference the core does not
+    // take is released at the next call.
+    let keep = request && attempts > 1 && !from_target;
+    let kept = (keep && ffi::lua_type(state, 9) > ffi::LUA_TNIL).then(|| {
         ffi::lua_pushvalue(state, 9);
         let id = ffi::luaL_ref(state, ffi::LUA_REGISTRYINDEX);
-        Some(Rc::new(Kept {
+        Rc::new(Kept {
             id,
             released: shared.released.clone(),
-        }))
-    };
+        })
+    });
     let mut proxy = shared.proxy();
-    let verdict = proxy.handle(s, Time::from_secs_f64(now), keep);
+    let verdict = proxy.handle(s, Time::from_secs_f64(now), || kept);
     // Whether the event also queued actions (a log line of an ejection or a
     // readmission) for `poll`; "done" says so by itself.
     let queued = proxy.has_actions();
