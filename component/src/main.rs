@@ -10,18 +10,20 @@ mod metrics;
 mod settings;
 mod stanzas;
 mod stream;
+mod xml;
 
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::time::Duration;
 
 use client_proxy::core::{Action, Proxy, Sticky, Time, Verdict};
-use minidom::Element;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 use log::Level;
 use settings::{Parsed, Settings};
 use stream::{Connection, Incoming};
+use xml::{write, Stanza};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -127,14 +129,14 @@ struct Component {
     settings: Settings,
     /// The command line, read again on SIGHUP.
     args: Vec<String>,
-    proxy: Proxy<Element>,
+    proxy: Proxy<Rc<Stanza>>,
     epoch: Instant,
     sticky_path: Option<String>,
     metrics: Option<metrics::Metrics>,
 }
 
 impl Component {
-    fn new(settings: Settings, args: Vec<String>, proxy: Proxy<Element>) -> Component {
+    fn new(settings: Settings, args: Vec<String>, proxy: Proxy<Rc<Stanza>>) -> Component {
         let sticky_path = match &settings.config.sticky {
             Sticky::Path(p) => Some(p.clone()),
             _ => None,
@@ -281,7 +283,7 @@ impl Component {
         // sends one, would cancel a first request that is still pending:
         // Prosody answers a probe from a contact without a subscription
         // with `unsubscribed` on the target's behalf.
-        let subscribe = stanzas::presence(&host, &target, Some("subscribe"));
+        let subscribe = write::presence(&host, &target, Some("subscribe"));
         let sent = match self.flush(conn).await {
             Ok(()) => conn.send(&subscribe).await,
             Err(e) => Err(e),
@@ -335,13 +337,14 @@ impl Component {
         End::Shutdown
     }
 
-    async fn handle(&mut self, conn: &mut Connection, mut e: Element) -> std::io::Result<()> {
+    async fn handle(&mut self, conn: &mut Connection, e: Stanza) -> std::io::Result<()> {
         let now = self.now();
-        let read = stanzas::read(&e, self.sticky_path.as_deref());
+        // Shared with the core while it may send the request again.
+        let e = Rc::new(e);
         let verdict = {
-            let s = stanzas::stanza(&e, &read);
-            let e = &e;
-            self.proxy.handle(s, now, || Some(e.clone()))
+            let read = stanzas::read(&e, self.sticky_path.as_deref());
+            let attributes = stanzas::attributes(&e, &read);
+            self.proxy.handle(attributes, now, || Some(e.clone()))
         };
         self.flush(conn).await?;
         match verdict {
@@ -349,19 +352,18 @@ impl Component {
                 if let (Some(m), Some(rtt)) = (&self.metrics, rtt) {
                     m.observe_rtt(rtt);
                 }
-                stanzas::set(&mut e, "from", &from);
-                stanzas::set(&mut e, "to", &to);
-                if let Some(id) = id {
-                    stanzas::set(&mut e, "id", &id);
-                }
-                conn.send(&e).await
+                conn.send(&e.with_addresses(&from, &to, id.as_deref()))
+                    .await
             }
-            Verdict::Reply(error) => conn.send(&stanzas::error_reply(&e, error)).await,
+            Verdict::Reply(error) => match write::error_reply(&e, error) {
+                Some(reply) => conn.send(&reply).await,
+                None => Ok(()),
+            },
             Verdict::Drop(reason) | Verdict::Pass(reason) => {
                 if log::enabled(Level::Debug) {
                     log::log(
                         Level::Debug,
-                        &format!("Dropped ({}) {}", reason.as_str(), describe(&e)),
+                        &format!("Dropped ({}) {}", reason.as_str(), stanzas::describe(&e)),
                     );
                 }
                 Ok(())
@@ -376,7 +378,7 @@ impl Component {
         while let Some(action) = self.proxy.poll_action() {
             match action {
                 Action::Presence { ty, to } => {
-                    conn.send(&stanzas::presence(&host, &to, ty.as_attr()))
+                    conn.send(&write::presence(&host, &to, ty.as_attr()))
                         .await?
                 }
                 Action::Error {
@@ -386,16 +388,10 @@ impl Component {
                     error,
                 } => {
                     let from = from.as_deref().unwrap_or(&host);
-                    conn.send(&stanzas::error_iq(from, &to, &id, error)).await?
+                    conn.send(&write::error_iq(from, &to, &id, error)).await?
                 }
-                Action::Resend {
-                    mut payload,
-                    from,
-                    to,
-                } => {
-                    stanzas::set(&mut payload, "from", &from);
-                    stanzas::set(&mut payload, "to", &to);
-                    conn.send(&payload).await?
+                Action::Resend { payload, from, to } => {
+                    conn.send(&payload.with_addresses(&from, &to, None)).await?
                 }
                 Action::Log { level, message } => log::log(log::from_core(level), &message),
             }
@@ -405,16 +401,4 @@ impl Component {
         }
         Ok(())
     }
-}
-
-fn describe(e: &Element) -> String {
-    let a = |n: &str| e.attr(n).unwrap_or("nil").to_owned();
-    format!(
-        "{} type={} id={} from={} to={}",
-        e.name(),
-        a("type"),
-        a("id"),
-        a("from"),
-        a("to")
-    )
 }

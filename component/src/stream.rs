@@ -1,27 +1,36 @@
 //! XEP-0114: the component's stream to the server.
 //!
-//! The reader parses incrementally (rxml's raw parser feeding minidom's tree
-//! builder, as tokio-xmpp does) and hands each complete top-level element
-//! over a channel, so the main loop only ever waits on cancel-safe things.
+//! A task reads the socket, cuts the bytes into top-level elements and
+//! parses each on its own ([`crate::xml`]), and hands the stanzas over a
+//! channel, so the main loop only ever waits on cancel-safe things. A
+//! stanza that is not XML the component can send on reaches the main loop
+//! with its defect noted, to be answered or dropped there: only bytes the
+//! framer cannot follow at all end the stream.
 
 use std::fmt::Write as _;
 use std::io;
 
-use minidom::tree_builder::TreeBuilder;
-use minidom::Element;
-use rxml::{AsyncRawReader, RawEvent};
 use sha1::{Digest, Sha1};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-pub const NS_ACCEPT: &str = "jabber:component:accept";
-const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
+use crate::xml::{write, Frame, Framer, Stanza, NS_ACCEPT, NS_STREAMS};
+
+/// The most one stanza may hold, in bytes, as the server sends it. What the
+/// component sends on is about as large, and Prosody's component port takes
+/// at most 512 KiB by default (`component_stanza_size_limit`): a request
+/// larger than this is answered `policy-violation` rather than forwarded to
+/// be refused by the server with the whole stream.
+pub const MAX_STANZA_BYTES: usize = 500 * 1024;
+
+/// How much is read from the socket at once.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// What the reader hands over.
 pub enum Incoming {
-    Stanza(Element),
+    Stanza(Stanza),
     /// The stream ended (closed, an error, or a stream error); why.
     Closed(String),
 }
@@ -32,60 +41,59 @@ pub struct Connection {
 }
 
 struct Reader {
-    raw: AsyncRawReader<BufReader<OwnedReadHalf>>,
-    tree: TreeBuilder,
+    socket: OwnedReadHalf,
+    framer: Framer,
+    chunk: Vec<u8>,
 }
 
 impl Reader {
-    /// The next complete child of the stream element; `None` at the end of
-    /// the stream.
-    async fn next(&mut self) -> io::Result<Option<Element>> {
+    /// The next piece of the stream; `None` once the socket is closed.
+    async fn next(&mut self) -> io::Result<Option<Frame>> {
         loop {
-            let Some(event) = self.raw.read().await? else {
+            if let Some(frame) = self.framer.next().map_err(|e| invalid(e.to_string()))? {
+                return Ok(Some(frame));
+            }
+            let n = self.socket.read(&mut self.chunk).await?;
+            if n == 0 {
                 return Ok(None);
-            };
-            // Whitespace between stanzas (keepalives) is not kept.
-            if matches!(event, RawEvent::Text(..)) && self.tree.depth() <= 1 {
-                continue;
             }
-            let foot = matches!(event, RawEvent::ElementFoot(_));
-            self.tree
-                .process_event(event)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            if foot {
-                match self.tree.depth() {
-                    0 => return Ok(None),
-                    1 => return Ok(self.tree.unshift_child()),
-                    _ => {}
-                }
-            }
+            self.framer.feed(&self.chunk[..n]);
         }
+    }
+
+    /// The next child of the stream element, parsed; `None` at the end of
+    /// the stream.
+    async fn stanza(&mut self) -> io::Result<Option<Stanza>> {
+        Ok(match self.next().await? {
+            Some(Frame::Element(raw)) => Some(Stanza::parse(raw)),
+            Some(Frame::Oversized(head)) => Some(Stanza::oversized(head)),
+            Some(Frame::Header(_)) => return Err(invalid("a second stream header".into())),
+            Some(Frame::End) | None => None,
+        })
     }
 
     /// Reads up to the end of the stream header; its `id`.
     async fn header(&mut self) -> io::Result<String> {
-        loop {
-            let Some(event) = self.raw.read().await? else {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the server closed the connection before its stream header",
-                ));
-            };
-            let head_close = matches!(event, RawEvent::ElementHeadClose(_));
-            self.tree
-                .process_event(event)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            if head_close && self.tree.depth() == 1 {
-                let top = self.tree.top().expect("the stream element");
-                if !top.is("stream", NS_STREAMS) {
-                    return Err(invalid(format!("not an XMPP stream: <{}>", top.name())));
-                }
-                return top
-                    .attr("id")
-                    .map(str::to_owned)
-                    .ok_or_else(|| invalid("the stream header has no id".into()));
-            }
-        }
+        let Some(frame) = self.next().await? else {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection before its stream header",
+            ));
+        };
+        let Frame::Header(raw) = frame else {
+            return Err(invalid("the server sent no stream header".into()));
+        };
+        let header = Stanza::head(raw);
+        let Some(root) = header
+            .root()
+            .filter(|&r| header.is(r, "stream", NS_STREAMS))
+        else {
+            return Err(invalid("not an XMPP stream header".into()));
+        };
+        header
+            .attr(root, "id")
+            .map(|id| id.into_owned())
+            .ok_or_else(|| invalid("the stream header has no id".into()))
     }
 }
 
@@ -103,16 +111,22 @@ pub fn handshake(stream_id: &str, secret: &str) -> String {
 }
 
 /// A stream error's condition and text, for the log.
-fn stream_error(e: &Element) -> String {
+fn stream_error(e: &Stanza) -> String {
+    let Some(root) = e.root() else {
+        return "stream error".into();
+    };
     let condition = e
-        .children()
-        .find(|c| c.name() != "text")
-        .map(|c| c.name().to_owned())
-        .unwrap_or_else(|| "undefined-condition".into());
-    match e.children().find(|c| c.name() == "text").map(Element::text) {
-        Some(text) => format!("stream error {condition}: {text}"),
+        .children(root)
+        .find(|&c| e.name(c) != "text")
+        .map_or("undefined-condition", |c| e.name(c));
+    match e.children(root).find(|&c| e.name(c) == "text") {
+        Some(text) => format!("stream error {condition}: {}", e.text(text)),
         None => format!("stream error {condition}"),
     }
+}
+
+fn is(stanza: &Stanza, name: &str, ns: &str) -> bool {
+    stanza.root().is_some_and(|r| stanza.is(r, name, ns))
 }
 
 /// Connects to `server` and authenticates as `domain`.
@@ -121,27 +135,30 @@ pub async fn connect(server: &str, domain: &str, secret: &str) -> io::Result<Con
     socket.set_nodelay(true)?;
     let (read, mut writer) = socket.into_split();
     let mut reader = Reader {
-        raw: AsyncRawReader::new(BufReader::new(read)),
-        tree: TreeBuilder::new(),
+        socket: read,
+        framer: Framer::new(MAX_STANZA_BYTES),
+        chunk: vec![0; READ_CHUNK],
     };
-    let header = format!(
+    let mut header = format!(
         "<?xml version='1.0'?><stream:stream xmlns='{NS_ACCEPT}' \
-         xmlns:stream='{NS_STREAMS}' to='{}'>",
-        escape(domain)
-    );
-    writer.write_all(header.as_bytes()).await?;
+         xmlns:stream='{NS_STREAMS}' to='"
+    )
+    .into_bytes();
+    write::escape_into(&mut header, domain);
+    header.extend_from_slice(b"'>");
+    writer.write_all(&header).await?;
     let id = reader.header().await?;
     let proof = format!("<handshake>{}</handshake>", handshake(&id, secret));
     writer.write_all(proof.as_bytes()).await?;
-    match reader.next().await? {
-        Some(e) if e.is("handshake", NS_ACCEPT) => {}
-        Some(e) if e.is("error", NS_STREAMS) => {
+    match reader.stanza().await? {
+        Some(e) if is(&e, "handshake", NS_ACCEPT) => {}
+        Some(e) if is(&e, "error", NS_STREAMS) => {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 format!("the server refused the handshake: {}", stream_error(&e)),
             ))
         }
-        Some(e) => return Err(invalid(format!("unexpected <{}> at handshake", e.name()))),
+        Some(_) => return Err(invalid("an unexpected answer to the handshake".into())),
         None => {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -152,8 +169,8 @@ pub async fn connect(server: &str, domain: &str, secret: &str) -> io::Result<Con
     let (tx, incoming) = mpsc::channel(1024);
     tokio::spawn(async move {
         let why = loop {
-            match reader.next().await {
-                Ok(Some(e)) if e.is("error", NS_STREAMS) => break stream_error(&e),
+            match reader.stanza().await {
+                Ok(Some(e)) if is(&e, "error", NS_STREAMS) => break stream_error(&e),
                 Ok(Some(e)) => {
                     if tx.send(Incoming::Stanza(e)).await.is_err() {
                         return;
@@ -169,9 +186,8 @@ pub async fn connect(server: &str, domain: &str, secret: &str) -> io::Result<Con
 }
 
 impl Connection {
-    pub async fn send(&mut self, stanza: &Element) -> io::Result<()> {
-        let text = String::from(stanza);
-        self.writer.write_all(text.as_bytes()).await
+    pub async fn send(&mut self, stanza: &[u8]) -> io::Result<()> {
+        self.writer.write_all(stanza).await
     }
 
     /// Closes our side of the stream; the server closes its own after.
@@ -179,12 +195,6 @@ impl Connection {
         self.writer.write_all(b"</stream:stream>").await?;
         self.writer.shutdown().await
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('\'', "&apos;")
-        .replace('<', "&lt;")
 }
 
 #[cfg(test)]
