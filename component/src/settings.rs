@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use client_proxy::core::{Balance, Config, Sticky};
 use client_proxy::core::{ATTEMPTS_RANGE, EJECT_AFTER_TIMEOUTS_RANGE, MAX_IN_FLIGHT_RANGE};
+use client_proxy::core::{MAX_BYTES_IN_FLIGHT_RANGE, MAX_DEPTH_RANGE};
 use client_proxy::Error;
 use serde::Deserialize;
 
@@ -52,6 +53,10 @@ or `_`); a flag overrides the file.
   --max-in-flight N              requests in flight at once [100000]
   --max-in-flight-per-requester N
                                  requests in flight for one bare JID [1000]
+  --max-bytes-in-flight N        bytes of payload kept to send requests again,
+                                 all together [67108864]
+  --max-depth N                  deepest nesting of elements in a request or
+                                 message sent on to the service [64]
   --log-level LEVEL              debug, info, warn or error [info]
   --metrics HOST:PORT            serve the metrics in OpenMetrics text at
                                  http://HOST:PORT/metrics [off]
@@ -83,6 +88,8 @@ struct File {
     outbound_iq: Option<bool>,
     max_in_flight: Option<f64>,
     max_in_flight_per_requester: Option<f64>,
+    max_bytes_in_flight: Option<f64>,
+    max_depth: Option<f64>,
     log_level: Option<String>,
     metrics: Option<String>,
 }
@@ -202,6 +209,8 @@ fn apply_flag(file: &mut File, name: &str, value: String) -> Result<(), String> 
         "outbound_iq" => file.outbound_iq = Some(boolean(&value)?),
         "max_in_flight" => file.max_in_flight = Some(number(&value)?),
         "max_in_flight_per_requester" => file.max_in_flight_per_requester = Some(number(&value)?),
+        "max_bytes_in_flight" => file.max_bytes_in_flight = Some(number(&value)?),
+        "max_depth" => file.max_depth = Some(number(&value)?),
         "log_level" => file.log_level = Some(value),
         "metrics" => file.metrics = Some(value),
         _ => return Err(format!("unknown option '--{name}' (see --help)")),
@@ -272,6 +281,17 @@ fn settings(file: File) -> Result<Settings, String> {
             MAX_IN_FLIGHT_RANGE,
         )
         .map_err(e)?;
+    }
+    if let Some(v) = file.max_bytes_in_flight {
+        config.max_bytes_in_flight = Config::whole(
+            "client_proxy_max_bytes_in_flight",
+            v,
+            MAX_BYTES_IN_FLIGHT_RANGE,
+        )
+        .map_err(e)?;
+    }
+    if let Some(v) = file.max_depth {
+        config.max_depth = Config::whole("client_proxy_max_depth", v, MAX_DEPTH_RANGE).map_err(e)?;
     }
     if let Some(v) = file.balance {
         config.balance = Balance::parse(&v).map_err(e)?;
