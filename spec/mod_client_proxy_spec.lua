@@ -775,12 +775,22 @@ describe("mod_client_proxy", function ()
 			assert.same({}, t_a.received);
 		end);
 
-		it("with no session for the address, or one whose send fails, the router takes over (and mod_iq answers)", function ()
+		it("a session whose send fails is tried once, as mod_iq does, and not routed again", function ()
+			-- A failing send may have queued the stanza for a resumption
+			-- (mod_smacks): routing it again would deliver it twice.
 			local shim, server = direct_shim();
 			local failing = server:connect(T.."/a", false);
-			local iq = request(shim, "q1", { from = LOCAL_U });
+			local iq = local_request("q1");
+			assert.is_true(shim:deliver(iq));
 			assert.equals(1, #failing.received, "tried once directly");
 			assert.is_true(rawequal(iq, failing.received[1]));
+			assert.same({}, shim:take(), "not through the router");
+		end);
+
+		it("with no session for the address, the router takes over (and mod_iq answers)", function ()
+			local shim, server, t_a = direct_shim();
+			assert.is_true(shim:deliver(local_request("q1")));
+			assert.equals(1, #t_a.received);
 
 			server:disconnect(LOCAL_U);
 			local reply = make_reply("a", "q1", LOCAL_U);

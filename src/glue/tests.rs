@@ -242,3 +242,250 @@ fn resend_hands_back_the_same_stanza_table() {
         .unwrap();
     assert!(same);
 }
+
+/// Routes a `get` from a requester whose payload the Lua chunk `payload`
+/// builds (as Prosody's parser would: `name`, `attr`, children), with the
+/// target online; the verdict and its first two values.
+fn route_payload(options: &str, payload: &str) -> (String, Option<String>, Option<String>) {
+    lua()
+        .load(format!(
+            r#"
+            local p = client_proxy.new({{ host = "p.example", target = "s@example", {options} }})
+            local route = p:router()
+            route("presence", nil, "s@example/a", "p.example", nil, nil, 0, 0)
+            local function el(name, attr, ...) return {{ name = name, attr = attr or {{}}, ... }} end
+            local stanza = {payload}
+            return route("iq", "get", "u@example/r", "p.example", "1", nil, nil, 0, stanza)
+            "#
+        ))
+        .eval()
+        .unwrap()
+}
+
+/// A payload `depth` elements deep, the stanza element included.
+fn nested(depth: usize) -> String {
+    format!("(function() local t = el('leaf'); for _ = 2, {depth} do t = el('d', nil, t) end; return t end)()")
+}
+
+#[test]
+fn h5_an_attribute_prosody_would_write_unparseable_is_refused() {
+    let xml_foo = r#"el("iq", nil, el("q", { xmlns = "urn:x", ["http://www.w3.org/XML/1998/namespace\1foo"] = "1" }))"#;
+    assert_eq!(
+        route_payload("", xml_foo),
+        (
+            "error".into(),
+            Some("modify".into()),
+            Some("bad-request".into())
+        )
+    );
+    // The attributes the XML namespace defines, and any other namespace, pass.
+    let fine = r#"el("iq", nil, el("q", { ["xml:lang"] = "en", ["urn:a\1b"] = "1" }, "text"))"#;
+    assert_eq!(route_payload("", fine).0, "forward");
+}
+
+#[test]
+fn h5_nesting_past_max_depth_is_refused() {
+    assert_eq!(route_payload("", &nested(64)).0, "forward");
+    assert_eq!(
+        route_payload("", &nested(65)),
+        (
+            "error".into(),
+            Some("modify".into()),
+            Some("policy-violation".into())
+        )
+    );
+    assert_eq!(route_payload("max_depth = 100", &nested(100)).0, "forward");
+    assert_eq!(route_payload("max_depth = 100", &nested(5_000)).0, "error");
+    let err: String = lua()
+        .load(r#"return select(2, client_proxy.new({ host = "p.example", target = "s@example", max_depth = 1 }))"#)
+        .eval()
+        .unwrap();
+    assert!(err.contains("client_proxy_max_depth"), "{err}");
+}
+
+#[test]
+fn h2_tables_no_parser_makes_end_the_walk() {
+    // A table that holds itself, and one whose children are shared many
+    // times over: bounded, refused, and the router goes on.
+    let cycle = r#"(function() local t = el("iq"); t[1] = t; return t end)()"#;
+    assert_eq!(
+        route_payload("", cycle).2.as_deref(),
+        Some("policy-violation")
+    );
+    let wide = r#"(function()
+        local t = el("leaf")
+        for _ = 1, 10 do local p = el("w"); for i = 1, 10 do p[i] = t end; t = p end
+        return el("iq", nil, t) end)()"#;
+    assert_eq!(
+        route_payload("", wide).2.as_deref(),
+        Some("policy-violation")
+    );
+    // Values of any type where children and attributes go.
+    let odd = r#"el("iq", { [1] = "x", [true] = false, id = {} }, 7, true, el("q", "notatable"), function() end)"#;
+    assert_eq!(route_payload("", odd).0, "forward");
+}
+
+#[test]
+fn h4_payloads_kept_for_retries_stay_within_their_bound() {
+    let verdicts: Vec<String> = lua()
+        .load(
+            r#"
+            local p = client_proxy.new({ host = "p.example", target = "s@example",
+                attempts = 2, max_bytes_in_flight = 10000 })
+            local route = p:router()
+            route("presence", nil, "s@example/a", "p.example", nil, nil, 0, 0)
+            local big = { name = "iq", attr = {}, string.rep("x", 3000) }
+            local out = {}
+            for i = 1, 4 do
+                local v, a, b = route("iq", "get", "u@example/r", "p.example", tostring(i), nil, nil, 0, big)
+                out[#out + 1] = v == "error" and (v .. "/" .. b) or v
+            end
+            -- One answered: room again.
+            route("iq", "result", "s@example/a", "p.example/u@example/r", "1", nil, nil, 0)
+            out[#out + 1] = (route("iq", "get", "u@example/r", "p.example", "5", nil, nil, 0, big))
+            return out
+            "#,
+        )
+        .eval()
+        .unwrap();
+    assert_eq!(
+        verdicts,
+        [
+            "forward",
+            "forward",
+            "forward",
+            "error/resource-constraint",
+            "forward"
+        ]
+    );
+}
+
+mod fuzz {
+    //! What the router is handed from Lua, as arbitrary as Lua allows:
+    //! trees of any shape with keys and values of any bytes and types.
+
+    use super::*;
+    use mlua::Function;
+    use proptest::prelude::*;
+
+    const XML_FOO: &[u8] = b"http://www.w3.org/XML/1998/namespace\x01foo";
+
+    #[derive(Clone, Debug)]
+    enum Item {
+        Element(Vec<(Vec<u8>, Vec<u8>)>, Vec<Item>),
+        Text(Vec<u8>),
+        Number(f64),
+    }
+
+    fn key() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..12),
+            Just(b"xmlns".to_vec()),
+            Just(b"xml:lang".to_vec()),
+            Just(b"urn:a\x01b".to_vec()),
+            Just(XML_FOO.to_vec()),
+        ]
+    }
+
+    fn item() -> impl Strategy<Value = Item> {
+        let leaf = prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..16).prop_map(Item::Text),
+            any::<f64>().prop_map(Item::Number),
+            prop::collection::vec((key(), prop::collection::vec(any::<u8>(), 0..8)), 0..3)
+                .prop_map(|a| Item::Element(a, Vec::new())),
+        ];
+        leaf.prop_recursive(80, 300, 6, |inner| {
+            (
+                prop::collection::vec((key(), prop::collection::vec(any::<u8>(), 0..8)), 0..3),
+                prop::collection::vec(inner, 0..6),
+            )
+                .prop_map(|(a, c)| Item::Element(a, c))
+        })
+    }
+
+    fn build(lua: &Lua, item: &Item) -> Value {
+        match item {
+            Item::Text(t) => Value::String(lua.create_string(t).unwrap()),
+            Item::Number(n) => Value::Number(*n),
+            Item::Element(attrs, children) => {
+                let t = lua.create_table().unwrap();
+                t.set("name", "x").unwrap();
+                let a = lua.create_table().unwrap();
+                for (k, v) in attrs {
+                    a.set(lua.create_string(k).unwrap(), lua.create_string(v).unwrap())
+                        .unwrap();
+                }
+                t.set("attr", a).unwrap();
+                for (i, c) in children.iter().enumerate() {
+                    t.raw_set(i + 1, build(lua, c)).unwrap();
+                }
+                Value::Table(t)
+            }
+        }
+    }
+
+    /// Depth (elements); whether an attribute key is one Prosody writes as
+    /// XML the service must reject; whether one is of a form only a module
+    /// could make (a prefix or a namespace other than the known ones),
+    /// which may be refused too.
+    fn facts(item: &Item) -> (u32, bool, bool) {
+        match item {
+            Item::Element(attrs, children) => {
+                let bad = attrs.iter().any(|(k, _)| k == XML_FOO);
+                let odd = attrs.iter().any(|(k, _)| {
+                    (k.contains(&b':') || k.contains(&1)) && k != b"xml:lang" && k != b"urn:a\x01b"
+                });
+                children
+                    .iter()
+                    .map(facts)
+                    .fold((1, bad, odd), |(d, b, o), (cd, cb, co)| {
+                        (d.max(cd + 1), b || cb, o || co)
+                    })
+            }
+            _ => (0, false, false),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_tables_are_routed_or_refused_never_raised(
+            children in prop::collection::vec(item(), 0..4),
+        ) {
+            let lua = lua();
+            let route: Function = lua
+                .load(r#"
+                    local p = client_proxy.new({ host = "p.example", target = "s@example" })
+                    local route = p:router()
+                    route("presence", nil, "s@example/a", "p.example", nil, nil, 0, 0)
+                    return route"#)
+                .eval()
+                .unwrap();
+            let stanza = Item::Element(Vec::new(), children);
+            let table = build(&lua, &stanza);
+            let (verdict, _, condition): (String, Option<String>, Option<String>) = route
+                .call(("iq", "get", "u@example/r", "p.example", "1", Value::Nil, Value::Nil, 0, table))
+                .unwrap();
+            let (depth, bad, odd) = facts(&stanza);
+            let expected = match (bad, depth > 64) {
+                (_, true) => Some("policy-violation"),
+                (true, false) => Some("bad-request"),
+                (false, false) if odd => Some("either"),
+                (false, false) => None,
+            };
+            match expected {
+                // A deep payload may be found bad before it is found deep.
+                Some("policy-violation") => prop_assert!(
+                    matches!(condition.as_deref(), Some("policy-violation" | "bad-request")),
+                    "{condition:?}"
+                ),
+                Some("either") => prop_assert!(
+                    verdict == "forward" || condition.as_deref() == Some("bad-request")
+                ),
+                Some(c) => prop_assert_eq!(condition.as_deref(), Some(c)),
+                None => prop_assert_eq!(verdict, "forward"),
+            }
+        }
+    }
+}

@@ -18,6 +18,11 @@ use crate::core::{xml_attribute_allowed, Body, Defect, NS_XML, NS_XMLNS};
 /// written twice and its brackets.
 const ELEMENT_BYTES: usize = 16;
 
+/// Elements looked at, at most. Prosody's parser makes trees of at most a
+/// few tens of thousands (256 KiB a stanza); a table built otherwise may
+/// share children, or hold itself, and is not walked without end.
+const MAX_ELEMENTS: usize = 200_000;
+
 /// Walks the stanza at stack index `idx`, counting its depth up to
 /// `limit` + 1.
 ///
@@ -40,6 +45,7 @@ pub(super) unsafe fn body(state: *mut ffi::lua_State, idx: c_int, limit: u32) ->
     // The next child to visit, for each element from the stanza down to the
     // one on top of the Lua stack.
     let mut next: Vec<ffi::lua_Integer> = vec![1];
+    let mut elements = 1;
     while let Some(i) = next.last_mut() {
         let ty = ffi::lua_rawgeti(state, -1, *i);
         *i += 1;
@@ -49,6 +55,11 @@ pub(super) unsafe fn body(state: *mut ffi::lua_State, idx: c_int, limit: u32) ->
                 body.depth = body.depth.max(depth);
                 if depth > limit || ffi::lua_checkstack(state, 4) == 0 {
                     body.depth = body.depth.max(limit.saturating_add(1));
+                    break;
+                }
+                elements += 1;
+                if elements > MAX_ELEMENTS {
+                    body.defect = Some(Defect::Oversized);
                     break;
                 }
                 element(state, attr_key, &mut body);
