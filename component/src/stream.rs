@@ -28,6 +28,11 @@ pub const MAX_STANZA_BYTES: usize = 500 * 1024;
 /// How much is read from the socket at once.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Bytes of stanzas the reader parses before it lets the main loop run
+/// (timers, signals, writes): a few milliseconds of work at most, however
+/// fast the server sends (H3).
+const PARSE_SLICE: usize = 64 * 1024;
+
 /// What the reader hands over.
 pub enum Incoming {
     Stanza(Stanza),
@@ -166,14 +171,22 @@ pub async fn connect(server: &str, domain: &str, secret: &str) -> io::Result<Con
             ))
         }
     }
-    let (tx, incoming) = mpsc::channel(1024);
+    let (tx, incoming) = mpsc::channel(64);
     tokio::spawn(async move {
+        let mut parsed = 0;
         let why = loop {
             match reader.stanza().await {
                 Ok(Some(e)) if is(&e, "error", NS_STREAMS) => break stream_error(&e),
                 Ok(Some(e)) => {
+                    parsed += e.body().bytes;
                     if tx.send(Incoming::Stanza(e)).await.is_err() {
                         return;
+                    }
+                    // Tokio's own budget lets a task run for 128 ready
+                    // operations, which can be many large stanzas.
+                    if parsed >= PARSE_SLICE {
+                        parsed = 0;
+                        tokio::task::yield_now().await;
                     }
                 }
                 Ok(None) => break "the server closed the stream".to_owned(),
