@@ -291,7 +291,8 @@ fn settings(file: File) -> Result<Settings, String> {
         .map_err(e)?;
     }
     if let Some(v) = file.max_depth {
-        config.max_depth = Config::whole("client_proxy_max_depth", v, MAX_DEPTH_RANGE).map_err(e)?;
+        config.max_depth =
+            Config::whole("client_proxy_max_depth", v, MAX_DEPTH_RANGE).map_err(e)?;
     }
     if let Some(v) = file.balance {
         config.balance = Balance::parse(&v).map_err(e)?;

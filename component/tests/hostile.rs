@@ -252,6 +252,12 @@ fn h1_what_a_server_forwards_costs_at_most_its_stanza() {
         server.send(&request(id, &payload));
         assert_eq!(server.outcome(id), expected, "{id}");
     }
+    // Prosody's way of writing xml:foo on the iq itself: still answered.
+    server.send(&format!(
+        "<iq xmlns:ns1='http://www.w3.org/XML/1998/namespace' ns1:foo='1' type='get' \
+         id='iq-xml-foo' from='{U}' to='{PROXY}'><ping xmlns='urn:xmpp:ping'/></iq>"
+    ));
+    assert_eq!(server.outcome("iq-xml-foo"), "bad-request");
     server.send(&format!(
         "<iq type='result' id='beside' from='{TARGET}/a' to='{PROXY}/{U}'/>"
     ));

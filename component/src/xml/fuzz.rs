@@ -270,9 +270,11 @@ fn mangle(payload: &str, how: u8) -> (String, bool) {
     (format!("{payload}{m}"), true)
 }
 
-/// The tree as read back: (namespace, name, sorted attributes, text) of
-/// every element in document order.
-fn shape(s: &Stanza) -> Vec<(String, String, Vec<(String, String)>, String)> {
+/// An element as read back: namespace, name, sorted attributes, text.
+type Shape = (String, String, Vec<(String, String)>, String);
+
+/// The tree as read back, every element in document order.
+fn shape(s: &Stanza) -> Vec<Shape> {
     let mut out = Vec::new();
     let mut stack: Vec<_> = s.root().into_iter().collect();
     while let Some(e) = stack.pop() {

@@ -602,7 +602,9 @@ impl Parser {
         }
         self.pos += if empty { 2 } else { 1 };
         // Declarations first: they apply to the element's own name and
-        // attributes.
+        // attributes. What Namespaces in XML forbids makes the stanza
+        // malformed, but the tree is read on, so that its addresses can be
+        // read for an answer.
         for (attr, value, _) in &written {
             let attr = self.str_at(attr);
             let uri = decode(self.str_at(value)).into_owned();
@@ -621,12 +623,11 @@ impl Parser {
                 "" => uri != NS_XML && uri != NS_XMLNS,
                 _ => !uri.is_empty() && uri != NS_XML && uri != NS_XMLNS,
             };
-            if !allowed {
-                return Err(Stop);
-            }
-            if self.scope[scope_len..].iter().any(|b| &*b.prefix == prefix) {
-                // The same declaration twice.
-                return Err(Stop);
+            // The same prefix declared twice is a duplicate attribute.
+            let again = self.scope[scope_len..].iter().any(|b| &*b.prefix == prefix);
+            if !allowed || again {
+                self.malformed();
+                continue;
             }
             let prefix: Box<str> = prefix.into();
             let ns = self.intern(&uri);
@@ -634,12 +635,9 @@ impl Parser {
         }
         let qualified = self.str_at(&name).to_owned();
         let (prefix, local) = qname(&qualified).ok_or(Stop)?;
-        if prefix == Some("xmlns") {
-            return Err(Stop);
-        }
-        let ns = self.lookup(prefix.unwrap_or("")).ok_or(Stop)?;
-        if &*self.s.namespaces[ns as usize] == NS_XML {
-            // Written back with the XML namespace as the default one,
+        let ns = self.resolve(prefix.unwrap_or(""));
+        if prefix == Some("xmlns") || &*self.s.namespaces[ns as usize] == NS_XML {
+            // The XML namespace would be written back as the default one,
             // which Namespaces in XML forbids.
             self.malformed();
         }
@@ -651,7 +649,7 @@ impl Parser {
             let ns = match prefix {
                 _ if text == "xmlns" || prefix == Some("xmlns") => DECLARATION,
                 None => 0,
-                Some(p) => self.lookup(p).ok_or(Stop)?,
+                Some(p) => self.resolve(p),
             };
             let in_xml = ns != DECLARATION && &*self.s.namespaces[ns as usize] == NS_XML;
             if in_xml && !xml_attribute_allowed(local) {
@@ -664,7 +662,9 @@ impl Parser {
                 whole: whole.start as u32..whole.end as u32,
             });
         }
-        self.unique_attributes(first_attr as usize)?;
+        if !self.unique_attributes(first_attr as usize) {
+            self.malformed();
+        }
         let node = self.add_node(NodeKind::Element {
             ns,
             local: local_start as u32..name.end as u32,
@@ -681,8 +681,21 @@ impl Parser {
         Ok(())
     }
 
+    /// The namespace a prefix is bound to here; one no lookup matches (and
+    /// the stanza malformed) if it is bound to none.
+    fn resolve(&mut self, prefix: &str) -> u32 {
+        match self.lookup(prefix) {
+            Some(ns) => ns,
+            None => {
+                self.malformed();
+                // Not a URI: no namespace name holds a space.
+                self.intern(&format!("unbound prefix {prefix}"))
+            }
+        }
+    }
+
     /// No two attributes of one element with the same namespace and name.
-    fn unique_attributes(&self, first: usize) -> Result<(), Stop> {
+    fn unique_attributes(&self, first: usize) -> bool {
         // Declarations were checked as they were read.
         let attrs: Vec<&Attr> = self.s.attrs[first..]
             .iter()
@@ -698,7 +711,7 @@ impl Parser {
             let mut seen = HashSet::with_capacity(attrs.len());
             attrs.iter().all(|a| seen.insert(key(a)))
         };
-        unique.then_some(()).ok_or(Stop)
+        unique
     }
 }
 

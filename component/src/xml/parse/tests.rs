@@ -117,3 +117,19 @@ fn many_attributes_cost_no_more_than_their_number() {
     let dup = parse(&format!("<iq><q{attrs} a7='2'/></iq>"));
     assert_eq!(dup.body().defect, Some(Defect::Malformed));
 }
+
+#[test]
+fn a_malformed_stanza_keeps_its_addresses_for_an_answer() {
+    for bad in [
+        "<iq xmlns:ns1='http://www.w3.org/XML/1998/namespace' ns1:foo='1' type='get' id='a' from='u'/>",
+        "<iq p:x='1' type='get' id='a' from='u'/>",
+        "<iq xmlns:p='' type='get' id='a' from='u'><q/></iq>",
+        "<iq type='get' id='a' from='u' k='1' k='2'/>",
+    ] {
+        let s = parse(bad);
+        assert_eq!(s.body().defect, Some(Defect::Malformed), "{bad}");
+        let root = s.root().expect(bad);
+        assert!(s.is(root, "iq", NS_ACCEPT), "{bad}");
+        assert_eq!(s.top_attr("id").as_deref(), Some("a"), "{bad}");
+    }
+}
