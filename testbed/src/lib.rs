@@ -39,8 +39,8 @@ mod fixture;
 mod prosody;
 
 pub use client::{
-    element, error_condition, iq, ping, refusal, served_by, spawn_echo, EchoHandle, EchoMode, Xmpp,
-    NS_CLIENT, NS_PING, NS_TESTBED,
+    element, error_condition, iq, ping, refusal, served_by, spawn_echo, EchoHandle, EchoMode,
+    RawClient, Xmpp, NS_CLIENT, NS_PING, NS_TESTBED,
 };
 pub use component::{component_binary, Component};
 pub use ejabberd::{config_text as ejabberd_config, Ejabberd, EjabberdBuilder};

@@ -1,6 +1,8 @@
-//! Real XMPP clients (tokio-xmpp over plain TCP) and an echo service.
+//! Real XMPP clients (tokio-xmpp over plain TCP), an echo service, and a
+//! raw client that sends bytes as given.
 
 mod echo;
+mod raw;
 
 use std::borrow::Cow;
 use std::io;
@@ -32,6 +34,7 @@ use tokio_xmpp::xmlstream::{initiate_stream, PendingFeaturesRecv, StreamHeader, 
 use tokio_xmpp::Stanza;
 
 pub use echo::{refusal, served_by, spawn_echo, EchoHandle, EchoMode};
+pub use raw::RawClient;
 
 /// Namespace of client stanzas.
 pub const NS_CLIENT: &str = "jabber:client";
