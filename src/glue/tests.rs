@@ -489,3 +489,52 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn running_out_of_lua_memory_mid_call_leaves_the_router_working() {
+    let lua = lua();
+    let route: mlua::Function = lua
+        .load(
+            r#"
+            local p = client_proxy.new({ host = "p.example", target = "s@example", attempts = 2 })
+            local route = p:router()
+            route("presence", nil, "s@example/a", "p.example", nil, nil, 0, 0)
+            return route"#,
+        )
+        .eval()
+        .unwrap();
+    let stanza = lua.create_table().unwrap();
+    // Every accepted get is kept for a retry in Lua's registry, which grows
+    // now and then: with no memory left, one of those growths fails.
+    lua.set_memory_limit(lua.used_memory()).unwrap();
+    let failed = (0..100_000).find(|i| {
+        let (nil, id) = (Value::Nil, i.to_string());
+        let args = (
+            "iq",
+            "get",
+            "u@example/r",
+            "p.example",
+            id,
+            nil.clone(),
+            nil,
+            0,
+            &stanza,
+        );
+        route.call::<Value>(args).is_err()
+    });
+    lua.set_memory_limit(0).unwrap();
+    assert!(failed.is_some(), "Lua never ran out of memory");
+    let verdict: String = route
+        .call((
+            "iq",
+            "get",
+            "u@example/r",
+            "p.example",
+            "after",
+            Value::Nil,
+            Value::Nil,
+            0,
+        ))
+        .unwrap();
+    assert_eq!(verdict, "forward");
+}
