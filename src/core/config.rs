@@ -1,13 +1,16 @@
-//! The options an operator sets, checked once at load.
+//! The options an operator sets, as the core uses them; their declarations
+//! (names, kinds, defaults, ranges) are in [`super::options`].
 
 use std::time::Duration;
 
 use jid::BareJid;
 
+use super::options::{OptionSpec, Value, OPTIONS};
 use crate::Error;
 
-/// One instance's configuration. Build it with [`Config::new`] and the
-/// setters, then [`Config::validate`]; only a validated config reaches the core.
+/// One instance's configuration. Build it with [`Config::new`] and
+/// [`Config::set`] (or its fields), then [`Config::validate`]; only a
+/// validated config reaches the core.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// The component's host (P).
@@ -43,6 +46,8 @@ pub struct Config {
     /// `client_proxy_max_depth` (H5): the deepest nesting of elements in a
     /// request or message that is forwarded, the stanza element included.
     pub max_depth: u32,
+    /// `client_proxy_manage_roster`: read by the Prosody module only.
+    pub manage_roster: bool,
 }
 
 /// How a request without a sticky key picks among the eligible resources (D3).
@@ -70,15 +75,12 @@ impl Balance {
 
     /// From the option's value.
     pub fn parse(value: &str) -> Result<Balance, Error> {
+        let spec = OptionSpec::find("balance").expect("declared");
+        spec.check(&Value::Text(value.into()))?;
         Balance::ALL
             .into_iter()
             .find(|b| b.as_str() == value)
-            .ok_or_else(|| Error::Option {
-                name: "client_proxy_balance",
-                message: format!(
-                    "must be \"random\", \"round_robin\" or \"least_in_flight\" (got {value:?})"
-                ),
-            })
+            .ok_or_else(|| spec.error(format!("has no strategy {value:?}")))
     }
 }
 
@@ -102,13 +104,10 @@ impl Sticky {
             return Ok(Sticky::Requester);
         }
         let bad = |why: &str| {
-            Error::Option {
-            name: "client_proxy_sticky",
-            message: format!(
+            OptionSpec::find("sticky").expect("declared").error(format!(
                 "must be \"requester\" or a stanza:find path ending in @attribute or # \
                  (such as \"{{http://jitsi.org/protocol/focus}}conference@room\"): {why} (got {value:?})"
-            ),
-        }
+            ))
         };
         if value.is_empty() || value.chars().any(char::is_whitespace) {
             return Err(bad("it is empty or holds a space"));
@@ -135,34 +134,101 @@ impl Sticky {
     }
 }
 
-/// Allowed ranges, in the units the operator writes.
-pub const TIMEOUT_RANGE: (f64, f64) = (0.1, 86_400.0);
-pub const ATTEMPTS_RANGE: (u32, u32) = (1, 10);
-pub const MAX_IN_FLIGHT_RANGE: (u32, u32) = (1, 10_000_000);
-pub const EJECT_AFTER_TIMEOUTS_RANGE: (u32, u32) = (0, 1_000);
-pub const MAX_BYTES_IN_FLIGHT_RANGE: (u32, u32) = (1_024, u32::MAX);
-/// A request is at least two deep (`<iq><query/></iq>`).
-pub const MAX_DEPTH_RANGE: (u32, u32) = (2, 1_000);
-
 impl Config {
-    /// The defaults of the SPEC's option table.
+    /// A config with every option at its declared default.
     pub fn new(host: impl Into<String>, target: impl Into<String>) -> Config {
-        Config {
+        let mut config = Config {
             host: host.into(),
-            target: target.into(),
-            timeout: 30.0,
-            attempts: 2,
+            target: String::new(),
+            timeout: 0.0,
+            attempts: 0,
             balance: Balance::Random,
             sticky: Sticky::None,
             resources: Vec::new(),
-            drain_show: vec!["dnd".into()],
-            eject_after_timeouts: 3,
+            drain_show: Vec::new(),
+            eject_after_timeouts: 0,
             messages: false,
             outbound_iq: false,
-            max_in_flight: 100_000,
-            max_in_flight_per_requester: 1_000,
-            max_bytes_in_flight: 64 << 20,
-            max_depth: 64,
+            max_in_flight: 0,
+            max_in_flight_per_requester: 0,
+            max_bytes_in_flight: 0,
+            max_depth: 0,
+            manage_roster: false,
+        };
+        for spec in OPTIONS {
+            if let Some(value) = spec.default.value() {
+                config
+                    .apply(spec, value)
+                    .expect("a declared default applies");
+            }
+        }
+        config.target = target.into();
+        config
+    }
+
+    /// Takes an option's value, checked against its kind already, into the
+    /// field it sets; what a kind cannot say (an address, a path, the names
+    /// in a list) is checked here.
+    pub(super) fn apply(&mut self, spec: &OptionSpec, value: Value) -> Result<(), Error> {
+        let number = |v: &Value| match v {
+            Value::Number(n) => *n,
+            _ => 0.0,
+        };
+        let whole = |v: &Value| number(v) as u32;
+        let text = |v: Value| match v {
+            Value::Text(t) => t,
+            _ => String::new(),
+        };
+        let list = |v: Value| match v {
+            Value::List(l) => l,
+            _ => Vec::new(),
+        };
+        let flag = |v: &Value| matches!(v, Value::Bool(true));
+        match spec.key {
+            "target_address" => self.target = text(value),
+            "timeout" => self.timeout = number(&value),
+            "attempts" => self.attempts = whole(&value),
+            "balance" => self.balance = Balance::parse(&text(value))?,
+            "sticky" => self.sticky = Sticky::parse(&text(value))?,
+            "resources" => self.resources = resource_names(spec, list(value))?,
+            "drain_show" => self.drain_show = show_values(spec, list(value))?,
+            "eject_after_timeouts" => self.eject_after_timeouts = whole(&value),
+            "messages" => self.messages = flag(&value),
+            "outbound_iq" => self.outbound_iq = flag(&value),
+            "max_in_flight" => self.max_in_flight = whole(&value),
+            "max_in_flight_per_requester" => self.max_in_flight_per_requester = whole(&value),
+            "max_bytes_in_flight" => self.max_bytes_in_flight = whole(&value),
+            "max_depth" => self.max_depth = whole(&value),
+            "manage_roster" => self.manage_roster = flag(&value),
+            other => unreachable!("option {other} is declared but not applied"),
+        }
+        Ok(())
+    }
+
+    /// Option `key`'s value now, as an adapter would hand it in.
+    pub fn get(&self, key: &str) -> Option<Value> {
+        let n = |v: u32| Some(Value::Number(f64::from(v)));
+        match key {
+            "target_address" => Some(Value::Text(self.target.clone())),
+            "timeout" => Some(Value::Number(self.timeout)),
+            "attempts" => n(self.attempts),
+            "balance" => Some(Value::Text(self.balance.as_str().into())),
+            "sticky" => match &self.sticky {
+                Sticky::None => None,
+                Sticky::Requester => Some(Value::Text("requester".into())),
+                Sticky::Path(p) => Some(Value::Text(p.clone())),
+            },
+            "resources" => Some(Value::List(self.resources.clone())),
+            "drain_show" => Some(Value::List(self.drain_show.clone())),
+            "eject_after_timeouts" => n(self.eject_after_timeouts),
+            "messages" => Some(Value::Bool(self.messages)),
+            "outbound_iq" => Some(Value::Bool(self.outbound_iq)),
+            "max_in_flight" => n(self.max_in_flight),
+            "max_in_flight_per_requester" => n(self.max_in_flight_per_requester),
+            "max_bytes_in_flight" => n(self.max_bytes_in_flight),
+            "max_depth" => n(self.max_depth),
+            "manage_roster" => Some(Value::Bool(self.manage_roster)),
+            _ => None,
         }
     }
 
@@ -176,86 +242,33 @@ impl Config {
             .map(|j| j.to_string())
             .ok_or_else(|| Error::Argument(format!("'{}' is not a host name", self.host)))?;
         if self.target.is_empty() {
-            return Err(Error::Option {
-                name: "target_address",
-                message:
-                    "is required: the bare JID (user@host) of the implementing client's account"
-                        .into(),
-            });
+            return Err(target().error(
+                "is required: the bare JID (user@host) of the implementing client's account",
+            ));
         }
         self.target = match BareJid::new(&self.target) {
             Ok(j) if j.node().is_some() => j.to_string(),
             _ => {
-                return Err(Error::Option {
-                    name: "target_address",
-                    message: format!(
-                        "must be a bare JID of the form user@host (got '{}')",
-                        self.target
-                    ),
-                })
+                return Err(target().error(format!(
+                    "must be a bare JID of the form user@host (got '{}')",
+                    self.target
+                )))
             }
         };
         if self.target.ends_with(&format!("@{}", self.host)) {
-            return Err(Error::Option {
-                name: "target_address",
-                message: format!("must not be on the component's own host '{}'", self.host),
-            });
+            return Err(target().error(format!(
+                "must not be on the component's own host '{}'",
+                self.host
+            )));
         }
-        let (lo, hi) = TIMEOUT_RANGE;
-        if !(lo..=hi).contains(&self.timeout) {
-            return Err(Error::Option {
-                name: "client_proxy_timeout",
-                message: format!(
-                    "must be a number of seconds from {lo} to {hi} (got {})",
-                    self.timeout
-                ),
-            });
-        }
-        check_range("client_proxy_attempts", self.attempts, ATTEMPTS_RANGE)?;
-        check_range(
-            "client_proxy_eject_after_timeouts",
-            self.eject_after_timeouts,
-            EJECT_AFTER_TIMEOUTS_RANGE,
-        )?;
-        for name in &self.resources {
-            let exact = name.strip_suffix('*').unwrap_or(name);
-            if name.is_empty() || exact.contains('*') || name.contains('/') {
-                return Err(Error::Option {
-                    name: "client_proxy_resources",
-                    message: format!(
-                        "must list resource names, each exact or a prefix ending in '*' (got {name:?})"
-                    ),
-                });
+        // Every value again through the one path an adapter's takes.
+        let mut checked = self.clone();
+        for spec in OPTIONS.iter().filter(|o| o.key != "target_address") {
+            if let Some(value) = self.get(spec.key) {
+                spec.check(&value)?;
+                checked.apply(spec, value)?;
             }
         }
-        if let Some(show) = self
-            .drain_show
-            .iter()
-            .find(|s| !matches!(s.as_str(), "away" | "chat" | "dnd" | "xa"))
-        {
-            return Err(Error::Option {
-                name: "client_proxy_drain_show",
-                message: format!(
-                    "must list presence show values: \"away\", \"chat\", \"dnd\", \"xa\" (got {show:?})"
-                ),
-            });
-        }
-        check_range(
-            "client_proxy_max_in_flight",
-            self.max_in_flight,
-            MAX_IN_FLIGHT_RANGE,
-        )?;
-        check_range(
-            "client_proxy_max_in_flight_per_requester",
-            self.max_in_flight_per_requester,
-            MAX_IN_FLIGHT_RANGE,
-        )?;
-        check_range(
-            "client_proxy_max_bytes_in_flight",
-            self.max_bytes_in_flight,
-            MAX_BYTES_IN_FLIGHT_RANGE,
-        )?;
-        check_range("client_proxy_max_depth", self.max_depth, MAX_DEPTH_RANGE)?;
         Ok(self)
     }
 
@@ -263,25 +276,36 @@ impl Config {
     pub fn timeout(&self) -> Duration {
         Duration::from_secs_f64(self.timeout)
     }
-
-    /// Checks a whole-number option given as a Lua number, before it is
-    /// narrowed to the field's type.
-    pub fn whole(name: &'static str, value: f64, range: (u32, u32)) -> Result<u32, Error> {
-        if value.fract() != 0.0 || !(range.0 as f64..=range.1 as f64).contains(&value) {
-            return Err(Error::Option {
-                name,
-                message: format!(
-                    "must be a whole number from {} to {} (got {value})",
-                    range.0, range.1
-                ),
-            });
-        }
-        Ok(value as u32)
-    }
 }
 
-fn check_range(name: &'static str, value: u32, range: (u32, u32)) -> Result<(), Error> {
-    Config::whole(name, value as f64, range).map(|_| ())
+/// `resources`: names, each exact or a prefix ending in `*`.
+fn target() -> &'static OptionSpec {
+    OptionSpec::find("target_address").expect("declared")
+}
+
+fn resource_names(spec: &OptionSpec, names: Vec<String>) -> Result<Vec<String>, Error> {
+    for name in &names {
+        let exact = name.strip_suffix('*').unwrap_or(name);
+        if name.is_empty() || exact.contains('*') || name.contains('/') {
+            return Err(spec.error(format!(
+                "must list resource names, each exact or a prefix ending in '*' (got {name:?})"
+            )));
+        }
+    }
+    Ok(names)
+}
+
+/// `drain_show`: presence show values.
+fn show_values(spec: &OptionSpec, shows: Vec<String>) -> Result<Vec<String>, Error> {
+    match shows
+        .iter()
+        .find(|s| !matches!(s.as_str(), "away" | "chat" | "dnd" | "xa"))
+    {
+        Some(show) => Err(spec.error(format!(
+            "must list presence show values: \"away\", \"chat\", \"dnd\", \"xa\" (got {show:?})"
+        ))),
+        None => Ok(shows),
+    }
 }
 
 #[cfg(test)]
@@ -355,7 +379,11 @@ mod tests {
         let mut c = base.clone();
         c.max_in_flight_per_requester = 10_000_001;
         assert_eq!(option_error(c), "client_proxy_max_in_flight_per_requester");
-        assert!(Config::whole("x", 2.5, (1, 10)).is_err());
+        let mut c = base.clone();
+        assert!(c.set("attempts", Value::Number(2.5)).is_err());
+        assert!(c.set("messages", Value::Number(1.0)).is_err());
+        assert_eq!(c.set("attempts", Value::Number(3.0)), Ok(()));
+        assert_eq!(c.attempts, 3);
         let mut c = base.clone();
         c.max_bytes_in_flight = 1_000;
         assert_eq!(option_error(c), "client_proxy_max_bytes_in_flight");
@@ -365,7 +393,6 @@ mod tests {
         let mut c = base;
         c.resources = vec!["focus".into(), "jicofo-*".into(), "*".into()];
         assert!(c.validate().is_ok());
-        assert_eq!(Config::whole("x", 3.0, (1, 10)), Ok(3));
     }
 }
 

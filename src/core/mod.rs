@@ -39,6 +39,7 @@ mod flights;
 mod jat;
 mod messages;
 mod operate;
+mod options;
 mod resources;
 mod settle;
 mod stanza;
@@ -51,13 +52,14 @@ use std::time::Duration;
 
 use rand::{rngs::SmallRng, SeedableRng};
 
-pub use balance::{hash, score};
 pub use body::{xml_attribute_allowed, Body, Defect, NS_XML, NS_XMLNS};
-pub use config::{
-    Balance, Config, Sticky, ATTEMPTS_RANGE, EJECT_AFTER_TIMEOUTS_RANGE, MAX_BYTES_IN_FLIGHT_RANGE,
-    MAX_DEPTH_RANGE, MAX_IN_FLIGHT_RANGE, TIMEOUT_RANGE,
+pub use config::{Balance, Config, Sticky};
+pub use jat::MAX_RESOURCE_BYTES;
+pub use options::{
+    module_table, Fallback, Kind as OptionKind, OptionSpec, Scope, Value, ATTEMPTS_RANGE,
+    EJECT_AFTER_TIMEOUTS_RANGE, MAX_BYTES_IN_FLIGHT_RANGE, MAX_DEPTH_RANGE, MAX_IN_FLIGHT_RANGE,
+    OPTIONS, TIMEOUT_RANGE,
 };
-pub use jat::{fits_verbatim, is_token, MAX_RESOURCE_BYTES};
 pub use resources::{EjectReason, Resource, State};
 pub use stanza::{
     Action, Condition, DropReason, ErrorType, Kind, Level, Method, PresenceType, Stanza,
@@ -66,7 +68,10 @@ pub use stanza::{
 pub use stats::{Outcome, Retry, Stats};
 pub use time::Time;
 
+use balance::hash;
 use flights::{FlightId, Flights, NewFlight};
+#[cfg(test)]
+use jat::is_token;
 use jat::Requesters;
 use messages::Peers;
 use resources::{ResourceId, Resources};
