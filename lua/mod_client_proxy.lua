@@ -19,45 +19,42 @@ if module:get_host_type() ~= "component" then
 end
 
 -- Seconds, or on Prosody 13 also a period such as "2 min".
-local function get_option_period(name, default)
-	local value, seconds = module:get_option(name);
+local function get_option_period(name)
+	local value = module:get_option(name);
+	local seconds;
 	if module.get_option_period then
-		seconds = module:get_option_period(name, default);
+		seconds = module:get_option_period(name);
 	else
-		seconds = value == nil and default or tonumber(value);
+		seconds = tonumber(value);
 	end
-	if seconds == nil then
+	if value ~= nil and seconds == nil then
 		error(("option '%s' must be a number of seconds%s (got %q)"):format(name, module.get_option_period
 			and ' or a period such as "2 min"' or ' (a period such as "2 min" needs Prosody 13)', tostring(value)), 0);
 	end
 	return seconds;
 end
 
--- The options as the config says now; the library checks them.
-local function read_options()
-	-- client_proxy_attempts was client_proxy_get_attempts; errors name the one in use.
-	local attempts_option = module:get_option("client_proxy_attempts") == nil
-		and module:get_option("client_proxy_get_attempts") ~= nil
-		and "client_proxy_get_attempts" or "client_proxy_attempts";
-	return {
-		host = module.host;
-		target = module:get_option_string("target_address");
-		timeout = get_option_period("client_proxy_timeout", 30);
-		attempts = module:get_option_number(attempts_option, 2);
-		attempts_option = attempts_option;
-		balance = module:get_option_string("client_proxy_balance", "random");
-		sticky = module:get_option_string("client_proxy_sticky");
-		resources = module:get_option_array("client_proxy_resources");
-		drain_show = module:get_option_array("client_proxy_drain_show", { "dnd" });
-		eject_after_timeouts = module:get_option_number("client_proxy_eject_after_timeouts", 3);
-		max_in_flight = module:get_option_number("client_proxy_max_in_flight", 100000);
-		max_in_flight_per_requester = module:get_option_number("client_proxy_max_in_flight_per_requester", 1000);
-		max_bytes_in_flight = module:get_option_number("client_proxy_max_bytes_in_flight");
-		max_depth = module:get_option_number("client_proxy_max_depth");
-		manage_roster = module:get_option_boolean("client_proxy_manage_roster", true);
-		messages = module:get_option_boolean("client_proxy_messages", false);
-		outbound_iq = module:get_option_boolean("client_proxy_outbound_iq", false);
-	};
+local getters = {
+	seconds = get_option_period;
+	number = function (name) return module:get_option_number(name); end;
+	boolean = function (name) return module:get_option_boolean(name); end;
+	string = function (name) return module:get_option_string(name); end;
+	list = function (name) return module:get_option_array(name); end;
+};
+
+-- The options the config sets, read as the library declares them; the
+-- library fills in the defaults and checks every value.
+local function read_options(declarations)
+	local options = { host = module.host, written = {} };
+	for _, o in ipairs(declarations) do
+		local name = o.name;
+		if module:get_option(name) == nil and o.alias and module:get_option(o.alias) ~= nil then
+			name = o.alias; -- an old name, still read; errors name it
+			options.written[o.key] = name;
+		end
+		options[o.key] = getters[o.kind](name);
+	end
+	return options;
 end
 
 local proxy, route; -- this instance's handle, and its router
@@ -117,29 +114,30 @@ end
 
 -- The instance to serve with (`proxy` holds the new one, if the options
 -- were taken): the previous one with the new options, the new one, or on a
--- reload whose options are refused, the previous one as it was. Returns the
--- options in force, and whether to subscribe and probe.
+-- reload whose options are refused, the previous one as it was. Returns
+-- whether to subscribe and probe.
 local function take_over(options, refused)
 	local previous = saved.proxy;
 	if not previous then
 		if refused then
 			error(refused, 0);
 		end
-		return options, true;
+		return true;
 	end
+	local old_target = previous:options().target_address;
 	if not refused then
 		local ok, err = previous:reconfigure(options);
 		if ok then
 			proxy = previous;
-			return options, not saved.started;
-		elseif options.target == saved.options.target then
+			return not saved.started;
+		elseif proxy:options().target_address == old_target then
 			refused = err;
 		end
 	end
 	if refused then
 		module:log("error", "Keeping the previous options: %s", refused);
 		proxy = previous;
-		return saved.options, not saved.started;
+		return not saved.started;
 	end
 	-- A new target: the old one's requests are answered as on unload (C4).
 	local fresh = proxy;
@@ -149,8 +147,8 @@ local function take_over(options, refused)
 	update_metrics(previous);
 	proxy, counted = fresh, {};
 	module:log("info", "target_address changed from %s to %s: requests in flight answered, "
-		.."subscribing to the new target", saved.options.target, options.target);
-	return options, true;
+		.."subscribing to the new target", old_target, fresh:options().target_address);
+	return true;
 end
 
 -- Stanzas to the component reach this module before Prosody's own IQ
@@ -256,7 +254,7 @@ end
 
 local options, fresh_start;
 do
-	local ok, read = pcall(read_options);
+	local ok, read = pcall(read_options, lib.options);
 	local fresh, refused;
 	if ok then
 		fresh, refused = lib.new(read);
@@ -264,10 +262,12 @@ do
 		refused = read;
 	end
 	proxy = fresh;
-	options, fresh_start = take_over(read, refused);
+	fresh_start = take_over(read, refused);
+	-- The options in force, defaults filled in.
+	options = proxy:options();
 end
 route = proxy:router();
-local target_address = options.target;
+local target_address = options.target_address;
 local target_user, target_host = jid_split(target_address);
 -- A stanza:find path whose value keeps requests on one resource (D4);
 -- "requester" the library reads from the address itself.
@@ -465,7 +465,7 @@ local function start()
 end
 
 function module.save()
-	return { proxy = proxy, options = options, counted = counted, started = started };
+	return { proxy = proxy, counted = counted, started = started };
 end
 
 function module.unload()

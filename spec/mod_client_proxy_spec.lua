@@ -809,6 +809,7 @@ describe("mod_client_proxy", function ()
 			local real = assert(package.loadlib(path, "luaopen_client_proxy"))();
 			return {
 				version = real.version;
+				options = real.options;
 				new = function (options)
 					local inner = real.new(options);
 					return setmetatable({

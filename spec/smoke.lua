@@ -4,7 +4,7 @@
 local path = assert(arg[1], "usage: smoke.lua LIBRARY");
 local open = assert(package.loadlib(path, "luaopen_client_proxy"));
 local lib = open();
-local proxy = lib.new({ host = "proxy.example", target = "svc@example", seed = 1 });
+local proxy = lib.new({ host = "proxy.example", target_address = "svc@example", seed = 1 });
 local route = proxy:router();
 
 assert(route("presence", nil, "svc@example/a", "proxy.example", nil, nil, 0, 1.0) == "done");
@@ -20,7 +20,7 @@ local ok_arg, err_arg = pcall(route, "iq", {}, "u@example/r", "proxy.example", "
 assert(not ok_arg and tostring(err_arg):find("#2 (type)", 1, true), tostring(err_arg));
 assert(route("iq", "get", "u@example/r", "proxy.example", "q3", nil, nil, 1.5) == "forward");
 
-local refused, err = lib.new({ host = "proxy.example", target = "svc@example", timeout = 0 });
+local refused, err = lib.new({ host = "proxy.example", target_address = "svc@example", timeout = 0 });
 assert(refused == nil and err:find("client_proxy_timeout", 1, true), tostring(err));
 
 print(("%s: client_proxy %s routes a request"):format(_VERSION, lib.version));

@@ -19,10 +19,8 @@ use std::{mem, slice, str};
 
 use mlua::{ffi, IntoLuaMulti, Lua, MultiValue, Result, Table, UserData, UserDataMethods, Value};
 
-use crate::core::{Action, Body, Config, Kind, Proxy, Stanza, Time, Verdict};
-use crate::core::{Balance, DropReason, EjectReason, Outcome, Retry, State, Sticky};
-use crate::core::{ATTEMPTS_RANGE, EJECT_AFTER_TIMEOUTS_RANGE, MAX_IN_FLIGHT_RANGE};
-use crate::core::{MAX_BYTES_IN_FLIGHT_RANGE, MAX_DEPTH_RANGE};
+use crate::core::{Action, Body, Config, Kind, OptionKind, Proxy, Stanza, Time, Value as Opt};
+use crate::core::{DropReason, EjectReason, Outcome, Retry, State, Verdict, OPTIONS};
 use crate::Error;
 
 mod walk;
@@ -74,6 +72,7 @@ struct Handle(Rc<Shared>);
 pub fn exports(lua: &Lua) -> Result<Table> {
     let t = lua.create_table()?;
     t.set("version", env!("CARGO_PKG_VERSION"))?;
+    t.set("options", declarations(lua)?)?;
     t.set(
         "new",
         lua.create_function(|_, options: Table| Ok(refusal(new(&options))))?,
@@ -115,99 +114,85 @@ fn message(e: &mlua::Error) -> String {
     }
 }
 
-/// Reads the options table that the shim builds from Prosody's config.
+/// Reads the options table that the shim builds from Prosody's config, keyed
+/// as the declarations in [`crate::core::OPTIONS`] are; an option not set
+/// keeps its declared default.
 fn config(options: &Table) -> Result<Config> {
-    let text = |key: &str| -> Result<String> {
-        Ok(options.get::<Option<String>>(key)?.unwrap_or_default())
-    };
-    let mut config = Config::new(text("host")?, text("target")?);
-    if let Some(timeout) = options.get::<Option<f64>>("timeout")? {
-        config.timeout = timeout;
-    }
-    let whole = |key: &str, option: &'static str, range| -> Result<Option<u32>> {
-        match options.get::<Option<f64>>(key)? {
-            Some(v) => Ok(Some(Config::whole(option, v, range)?)),
-            None => Ok(None),
-        }
-    };
-    // Named as the operator wrote it: the shim says when the old name is in use.
-    let attempts = match options.get::<Option<String>>("attempts_option")?.as_deref() {
-        Some("client_proxy_get_attempts") => "client_proxy_get_attempts",
-        _ => "client_proxy_attempts",
-    };
-    if let Some(v) = whole("attempts", attempts, ATTEMPTS_RANGE)? {
-        config.attempts = v;
-    }
-    if let Some(v) = whole(
-        "eject_after_timeouts",
-        "client_proxy_eject_after_timeouts",
-        EJECT_AFTER_TIMEOUTS_RANGE,
-    )? {
-        config.eject_after_timeouts = v;
-    }
-    if let Some(v) = whole(
-        "max_in_flight",
-        "client_proxy_max_in_flight",
-        MAX_IN_FLIGHT_RANGE,
-    )? {
-        config.max_in_flight = v;
-    }
-    if let Some(v) = whole(
-        "max_in_flight_per_requester",
-        "client_proxy_max_in_flight_per_requester",
-        MAX_IN_FLIGHT_RANGE,
-    )? {
-        config.max_in_flight_per_requester = v;
-    }
-    if let Some(v) = whole(
-        "max_bytes_in_flight",
-        "client_proxy_max_bytes_in_flight",
-        MAX_BYTES_IN_FLIGHT_RANGE,
-    )? {
-        config.max_bytes_in_flight = v;
-    }
-    if let Some(v) = whole("max_depth", "client_proxy_max_depth", MAX_DEPTH_RANGE)? {
-        config.max_depth = v;
-    }
-    if let Some(v) = options.get::<Option<bool>>("messages")? {
-        config.messages = v;
-    }
-    if let Some(v) = options.get::<Option<bool>>("outbound_iq")? {
-        config.outbound_iq = v;
-    }
-    if let Some(v) = options.get::<Option<String>>("balance")? {
-        config.balance = Balance::parse(&v)?;
-    }
-    if let Some(v) = options.get::<Option<String>>("sticky")? {
-        config.sticky = Sticky::parse(&v)?;
-    }
-    if let Some(v) = names(options, "resources", "client_proxy_resources")? {
-        config.resources = v;
-    }
-    if let Some(v) = names(options, "drain_show", "client_proxy_drain_show")? {
-        config.drain_show = v;
+    let host = options.get::<Option<String>>("host")?.unwrap_or_default();
+    let mut config = Config::new(host, "");
+    // Errors name the option as the operator wrote it: the shim says which
+    // old names are in use.
+    let written: Option<Table> = options.get("written")?;
+    for spec in OPTIONS.iter().filter(|o| o.in_module()) {
+        let value = match options.get::<Value>(spec.key)? {
+            Value::Nil => continue,
+            Value::Number(n) => Opt::Number(n),
+            Value::Integer(n) => Opt::Number(n as f64),
+            Value::Boolean(b) => Opt::Bool(b),
+            Value::String(s) => Opt::Text(s.to_str()?.to_owned()),
+            Value::Table(t) if spec.kind == OptionKind::List => Opt::List(
+                t.sequence_values::<Value>()
+                    .map(|v| match v? {
+                        Value::String(s) => Ok(s.to_str()?.to_owned()),
+                        _ => Err(spec
+                            .error("must be a list of strings, such as { \"focus\" }")
+                            .into()),
+                    })
+                    .collect::<Result<Vec<String>>>()?,
+            ),
+            other => Opt::Text(format!("a {}", other.type_name())),
+        };
+        config.set(spec.key, value).map_err(|e| {
+            let name = written
+                .as_ref()
+                .and_then(|w| w.get::<Option<String>>(spec.key).ok().flatten());
+            match (e, name) {
+                (Error::Option { message, .. }, Some(name)) => {
+                    mlua::Error::RuntimeError(format!("option '{name}' {message}"))
+                }
+                (e, _) => e.into(),
+            }
+        })?;
     }
     Ok(config)
 }
 
-/// A list of strings (a Lua array), as Prosody's `get_option_array` gives it.
-fn names(options: &Table, key: &str, option: &'static str) -> Result<Option<Vec<String>>> {
-    let bad = || Error::Option {
-        name: option,
-        message: "must be a list of strings, such as { \"focus\" }".into(),
-    };
-    match options.get::<Value>(key)? {
-        Value::Nil => Ok(None),
-        Value::Table(t) => t
-            .sequence_values::<Value>()
-            .map(|v| match v? {
-                Value::String(s) => Ok(s.to_str()?.to_owned()),
-                _ => Err(bad().into()),
-            })
-            .collect::<Result<Vec<String>>>()
-            .map(Some),
-        _ => Err(bad().into()),
+/// The declarations the shim reads Prosody's config by: `{ key, name,
+/// alias, kind }` in order, `kind` one of "seconds", "number", "boolean",
+/// "string", "list".
+fn declarations(lua: &Lua) -> Result<Table> {
+    let list = lua.create_table()?;
+    for spec in OPTIONS.iter().filter(|o| o.in_module()) {
+        let t = lua.create_table()?;
+        t.set("key", spec.key)?;
+        t.set("name", spec.module)?;
+        t.set("alias", spec.alias)?;
+        let kind = match spec.kind {
+            OptionKind::Seconds(..) => "seconds",
+            OptionKind::Whole(..) => "number",
+            OptionKind::Bool => "boolean",
+            OptionKind::Choice(_) | OptionKind::Text => "string",
+            OptionKind::List => "list",
+        };
+        t.set("kind", kind)?;
+        list.push(t)?;
     }
+    Ok(list)
+}
+
+/// The options in force, keyed as the declarations are.
+fn effective(lua: &Lua, config: &Config) -> Result<Table> {
+    let t = lua.create_table()?;
+    for spec in OPTIONS.iter().filter(|o| o.in_module()) {
+        match config.get(spec.key) {
+            None => {}
+            Some(Opt::Number(n)) => t.set(spec.key, n)?,
+            Some(Opt::Bool(b)) => t.set(spec.key, b)?,
+            Some(Opt::Text(s)) => t.set(spec.key, s)?,
+            Some(Opt::List(l)) => t.set(spec.key, l)?,
+        }
+    }
+    Ok(t)
 }
 
 impl UserData for Handle {
@@ -239,6 +224,10 @@ impl UserData for Handle {
             Ok(refusal(done.map(|()| true)))
         });
         methods.add_method("stats", |lua, this, ()| stats(lua, &this.0.proxy()));
+        // -> the options in force, keyed as `options` declares them
+        methods.add_method("options", |lua, this, ()| {
+            effective(lua, this.0.proxy().config())
+        });
         // -> the admin console's report, one string per line
         methods.add_method("status", |_, this, now: f64| {
             Ok(this.0.proxy().status(Time::from_secs_f64(now)))

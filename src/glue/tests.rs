@@ -19,7 +19,7 @@ fn routes_through_lua_values() {
     let (verdict, from, to): (String, String, String) = lua
         .load(
             r#"
-            local p = client_proxy.new({ host = "p.example", target = "s@example", seed = 3 })
+            local p = client_proxy.new({ host = "p.example", target_address = "s@example", seed = 3 })
             local route = p:router()
             assert(route("presence", nil, "s@example/a", "p.example", nil, "away", 2, 0) == "done")
             assert(p:resources()[1].show == "away" and p:resources()[1].priority == 2)
@@ -36,7 +36,7 @@ fn routes_through_lua_values() {
 #[test]
 fn a_bad_option_is_refused_with_a_message_naming_it() {
     let (handle, err): (Option<bool>, String) = lua()
-        .load(r#"local p, err = client_proxy.new({ host = "p.example", target = "s@example", max_in_flight = 0 })
+        .load(r#"local p, err = client_proxy.new({ host = "p.example", target_address = "s@example", max_in_flight = 0 })
             return p ~= nil or nil, err"#)
         .eval()
         .unwrap();
@@ -47,7 +47,7 @@ fn a_bad_option_is_refused_with_a_message_naming_it() {
     );
     // A value of the wrong type too, and without a traceback.
     let err: String = lua()
-        .load(r#"return select(2, client_proxy.new({ host = "p.example", target = "s@example", timeout = {} }))"#)
+        .load(r#"return select(2, client_proxy.new({ host = "p.example", target_address = "s@example", timeout = {} }))"#)
         .eval()
         .unwrap();
     assert!(!err.contains("traceback") && err.contains("table"), "{err}");
@@ -58,7 +58,7 @@ fn a_verdict_says_when_the_event_queued_actions_too() {
     let (queued, level, after): (bool, String, Option<bool>) = lua()
         .load(
             r#"
-            local p = client_proxy.new({ host = "p.example", target = "s@example" })
+            local p = client_proxy.new({ host = "p.example", target_address = "s@example" })
             local route = p:router()
             route("presence", nil, "s@example/a", "p.example", nil, nil, 0, 0)
             route("iq", "get", "u@example/r", "p.example", "1", nil, nil, 0, {})
@@ -87,8 +87,8 @@ fn a_verdict_says_when_the_event_queued_actions_too() {
 fn the_old_name_of_attempts_is_named_when_it_is_the_one_used() {
     let err: String = lua()
         .load(
-            r#"return select(2, client_proxy.new({ host = "p.example", target = "s@example", attempts = 0,
-            attempts_option = "client_proxy_get_attempts" }))"#,
+            r#"return select(2, client_proxy.new({ host = "p.example", target_address = "s@example", attempts = 0,
+            written = { attempts = "client_proxy_get_attempts" } }))"#,
         )
         .eval()
         .unwrap();
@@ -100,7 +100,7 @@ fn status_drain_and_state_counts_cross_as_lua_values() {
     let (first, line, eligible, draining, err): (String, String, u32, u32, String) = lua()
         .load(
             r#"
-            local p = client_proxy.new({ host = "p.example", target = "s@example" })
+            local p = client_proxy.new({ host = "p.example", target_address = "s@example" })
             local route = p:router()
             route("presence", nil, "s@example/a", "p.example", nil, nil, 0, 0)
             route("presence", nil, "s@example/b", "p.example", nil, nil, 0, 0)
@@ -126,14 +126,14 @@ fn status_drain_and_state_counts_cross_as_lua_values() {
 #[test]
 fn list_options_take_strings_only() {
     let err: String = lua()
-        .load(r#"return select(2, client_proxy.new({ host = "p.example", target = "s@example", resources = { "a", 2 } }))"#)
+        .load(r#"return select(2, client_proxy.new({ host = "p.example", target_address = "s@example", resources = { "a", 2 } }))"#)
         .eval()
         .unwrap();
     assert!(err.contains("client_proxy_resources"), "{err}");
     let ok: bool = lua()
         .load(
             r#"
-            local p = client_proxy.new({ host = "p.example", target = "s@example",
+            local p = client_proxy.new({ host = "p.example", target_address = "s@example",
                 resources = { "a*" }, drain_show = { "away" }, balance = "least_in_flight",
                 sticky = "requester", attempts = 3, eject_after_timeouts = 0 })
             return p ~= nil
@@ -150,7 +150,7 @@ fn call_then_get(args: &str) -> (bool, String, String) {
     lua()
         .load(format!(
             r#"
-            local route = client_proxy.new({{ host = "p.example", target = "s@example" }}):router()
+            local route = client_proxy.new({{ host = "p.example", target_address = "s@example" }}):router()
             local ok, err = pcall(route, {args})
             local after = route("iq", "get", "u@example/r", "p.example", "1", nil, nil, 0)
             return ok, tostring(err), after
@@ -192,7 +192,7 @@ fn kept_stanzas_leave_the_registry_once_settled() {
                 end
                 return n
             end
-            local p = client_proxy.new({ host = "p.example", target = "s@example", timeout = 5 })
+            local p = client_proxy.new({ host = "p.example", target_address = "s@example", timeout = 5 })
             local route = p:router()
             route("presence", nil, "s@example/a", "p.example", nil, nil, 0, 0)
             for i = 1, 100 do
@@ -224,7 +224,7 @@ fn resend_hands_back_the_same_stanza_table() {
     let same: bool = lua()
         .load(
             r#"
-            local p = client_proxy.new({ host = "p.example", target = "s@example" })
+            local p = client_proxy.new({ host = "p.example", target_address = "s@example" })
             local route = p:router()
             route("presence", nil, "s@example/a", "p.example", nil, nil, 0, 0)
             local stanza = { name = "iq" }
@@ -250,7 +250,7 @@ fn route_payload(options: &str, payload: &str) -> (String, Option<String>, Optio
     lua()
         .load(format!(
             r#"
-            local p = client_proxy.new({{ host = "p.example", target = "s@example", {options} }})
+            local p = client_proxy.new({{ host = "p.example", target_address = "s@example", {options} }})
             local route = p:router()
             route("presence", nil, "s@example/a", "p.example", nil, nil, 0, 0)
             local function el(name, attr, ...) return {{ name = name, attr = attr or {{}}, ... }} end
@@ -297,7 +297,7 @@ fn h5_nesting_past_max_depth_is_refused() {
     assert_eq!(route_payload("max_depth = 100", &nested(100)).0, "forward");
     assert_eq!(route_payload("max_depth = 100", &nested(5_000)).0, "error");
     let err: String = lua()
-        .load(r#"return select(2, client_proxy.new({ host = "p.example", target = "s@example", max_depth = 1 }))"#)
+        .load(r#"return select(2, client_proxy.new({ host = "p.example", target_address = "s@example", max_depth = 1 }))"#)
         .eval()
         .unwrap();
     assert!(err.contains("client_proxy_max_depth"), "{err}");
@@ -330,7 +330,7 @@ fn h4_payloads_kept_for_retries_stay_within_their_bound() {
     let verdicts: Vec<String> = lua()
         .load(
             r#"
-            local p = client_proxy.new({ host = "p.example", target = "s@example",
+            local p = client_proxy.new({ host = "p.example", target_address = "s@example",
                 attempts = 2, max_bytes_in_flight = 10000 })
             local route = p:router()
             route("presence", nil, "s@example/a", "p.example", nil, nil, 0, 0)
@@ -456,7 +456,7 @@ mod fuzz {
             let lua = lua();
             let route: Function = lua
                 .load(r#"
-                    local p = client_proxy.new({ host = "p.example", target = "s@example" })
+                    local p = client_proxy.new({ host = "p.example", target_address = "s@example" })
                     local route = p:router()
                     route("presence", nil, "s@example/a", "p.example", nil, nil, 0, 0)
                     return route"#)
@@ -496,7 +496,7 @@ fn running_out_of_lua_memory_mid_call_leaves_the_router_working() {
     let route: mlua::Function = lua
         .load(
             r#"
-            local p = client_proxy.new({ host = "p.example", target = "s@example", attempts = 2 })
+            local p = client_proxy.new({ host = "p.example", target_address = "s@example", attempts = 2 })
             local route = p:router()
             route("presence", nil, "s@example/a", "p.example", nil, nil, 0, 0)
             return route"#,
