@@ -29,8 +29,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let settings = match settings::parse(args.iter().cloned()) {
         Ok(Parsed::Run(s)) => s,
-        Ok(Parsed::Help) => {
-            print!("{}", settings::HELP);
+        Ok(Parsed::Help(text)) => {
+            print!("{text}");
             return ExitCode::SUCCESS;
         }
         Err(message) => {
@@ -217,7 +217,7 @@ impl Component {
     fn reload(&mut self) {
         let new = match settings::parse(self.args.iter().cloned()) {
             Ok(Parsed::Run(s)) => *s,
-            Ok(Parsed::Help) => return,
+            Ok(Parsed::Help(_)) => return,
             Err(message) => {
                 let message = format!("Reload refused: {message}; the options in force stay");
                 return log::log(Level::Error, &message);

@@ -1,97 +1,138 @@
 //! The component's options: a TOML file, then flags that override it.
 //!
-//! The routing options are the module's, named without the `client_proxy_`
-//! prefix, and checked by the same [`Config::validate`]; `domain`, `server`
-//! and `secret` say where and as what the component connects.
+//! The routing options are the core's declarations ([`OPTIONS`]), named
+//! without the module's `client_proxy_` prefix; the component's own (where
+//! and as what it connects, how it logs) are declared here in the same
+//! form. Both the file's keys and the flags (clap, built from the
+//! declarations, which also write `--help`) are read by kind, and every
+//! value is checked by the core's [`Config::set`] or below.
 
 use std::fs;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use client_proxy::core::{Balance, Config, Sticky};
-use client_proxy::core::{ATTEMPTS_RANGE, EJECT_AFTER_TIMEOUTS_RANGE, MAX_IN_FLIGHT_RANGE};
-use client_proxy::core::{MAX_BYTES_IN_FLIGHT_RANGE, MAX_DEPTH_RANGE};
+use clap::{Arg, ArgAction, Command};
+use client_proxy::core::{Config, Fallback, OptionKind, OptionSpec, Scope, Value, OPTIONS};
 use client_proxy::Error;
-use serde::Deserialize;
 
 use crate::log::Level;
 
-pub const HELP: &str = "\
-client-proxy-component: client_proxy as a standalone XEP-0114 component.
+/// The component's own options.
+const OWN: &[OptionSpec] = &[
+    own(
+        "domain",
+        OptionKind::Text,
+        Fallback::None,
+        "required: the component's domain (P), as the server's config names it",
+    ),
+    own(
+        "server",
+        OptionKind::Text,
+        Fallback::Text("127.0.0.1:5347"),
+        "the server's component port, HOST:PORT",
+    ),
+    own(
+        "secret",
+        OptionKind::Text,
+        Fallback::None,
+        "required: the server's component secret",
+    ),
+    own(
+        "log_level",
+        OptionKind::Choice(&["debug", "info", "warn", "error"]),
+        Fallback::Text("info"),
+        "what goes to the log (stderr)",
+    ),
+    own(
+        "metrics",
+        OptionKind::Text,
+        Fallback::None,
+        "serve the metrics in OpenMetrics text at http://HOST:PORT/metrics [off]",
+    ),
+];
 
-Connects to an XMPP server's component port as DOMAIN and sends every IQ
-request addressed to DOMAIN (or DOMAIN/anything) to one online resource of
-TARGET_ADDRESS, and the reply back, exactly as the Prosody module does.
-TARGET_ADDRESS must approve the component's presence subscription (its
-roster must hold DOMAIN with subscription 'from').
+const fn own(
+    key: &'static str,
+    kind: OptionKind,
+    default: Fallback,
+    help: &'static str,
+) -> OptionSpec {
+    OptionSpec {
+        key,
+        module: key,
+        alias: None,
+        kind,
+        default,
+        default_text: None,
+        values: None,
+        help,
+        scope: Scope::Component,
+    }
+}
 
-Usage: client-proxy-component [--config FILE] [--OPTION VALUE]...
+/// Every option the component reads, its own first.
+fn declarations() -> impl Iterator<Item = &'static OptionSpec> {
+    OWN.iter()
+        .chain(OPTIONS.iter().filter(|o| o.in_component()))
+}
 
-Every option can be set in the TOML file (as `option = value`, with `_`)
-and on the command line (as `--option value` or `--option=value`, with `-`
-or `_`); a flag overrides the file.
+const ABOUT: &str = "client_proxy as a standalone XEP-0114 component: every IQ request sent to \
+its domain goes to one online resource of the target account, and the reply comes back.";
 
-  --config FILE                  the TOML file to read first
-  --domain DOMAIN                required: the component's domain (P), as the
-                                 server's Component is named
-  --server HOST:PORT             the server's component port [127.0.0.1:5347]
-  --secret SECRET                required: the server's component_secret
-  --target-address JID           required: the bare JID of the implementing
-                                 client's account (T)
-  --timeout SECONDS              seconds a request may stay in flight [30]
-  --attempts N                   sends a request may take in all [2]
-  --balance STRATEGY             random, round_robin or least_in_flight [random]
-  --sticky KEY                   requester, or a stanza:find path into the
-                                 request, such as
-                                 {http://jitsi.org/protocol/focus}conference@room
-  --resources NAME,NAME          resources that may serve (NAME* a prefix) [all]
-  --drain-show SHOW,SHOW         presence show values that mean drain [dnd]
-  --eject-after-timeouts N       timeouts in a row that eject a resource;
-                                 0 never [3]
-  --messages BOOL                route messages both ways (M1-M5) [false]
-  --outbound-iq BOOL             route the service's own requests (O1-O5) [false]
-  --max-in-flight N              requests in flight at once [100000]
-  --max-in-flight-per-requester N
-                                 requests in flight for one bare JID [1000]
-  --max-bytes-in-flight N        bytes of payload kept to send requests again,
-                                 all together [67108864]
-  --max-depth N                  deepest nesting of elements in a request or
-                                 message sent on to the service [64]
-  --log-level LEVEL              debug, info, warn or error [info]
-  --metrics HOST:PORT            serve the metrics in OpenMetrics text at
-                                 http://HOST:PORT/metrics [off]
-  --help                         this text
+const AFTER: &str = "\
+Options are read from the TOML file given with --config (keys as the flags, with `_`), then \
+from the flags. Logs go to stderr. SIGTERM or SIGINT answers every request in flight with \
+service-unavailable and closes the stream. SIGHUP reads the file and flags again, keeping what \
+is online and in flight; a bad option, or a new domain or target address, is refused then with \
+an error line, and the options in force stay. A bad option is refused at start, naming it, \
+with exit code 2.";
 
-Logs go to stderr. SIGTERM or SIGINT answers every request in flight with
-service-unavailable and closes the stream. SIGHUP reads the file and flags
-again, keeping what is online and in flight; a bad option, or a new domain
-or target address, is refused then with an error line, and the options in
-force stay. A bad option is refused at start, naming it, with exit code 2.
-";
-
-/// The file's contents: every key optional, unknown keys refused.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    domain: Option<String>,
-    server: Option<String>,
-    secret: Option<String>,
-    target_address: Option<String>,
-    timeout: Option<f64>,
-    attempts: Option<f64>,
-    balance: Option<String>,
-    sticky: Option<String>,
-    resources: Option<Vec<String>>,
-    drain_show: Option<Vec<String>>,
-    eject_after_timeouts: Option<f64>,
-    messages: Option<bool>,
-    outbound_iq: Option<bool>,
-    max_in_flight: Option<f64>,
-    max_in_flight_per_requester: Option<f64>,
-    max_bytes_in_flight: Option<f64>,
-    max_depth: Option<f64>,
-    log_level: Option<String>,
-    metrics: Option<String>,
+/// The command line's grammar, from the declarations.
+fn command() -> Command {
+    let mut command = Command::new("client-proxy-component")
+        .about(ABOUT)
+        .after_help(AFTER)
+        .disable_version_flag(true)
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .value_name("FILE")
+                .help("the TOML file to read first"),
+        );
+    for spec in declarations() {
+        let flag = spec.key.replace('_', "-");
+        let mut help = spec.help.to_string();
+        let values = spec.values_text();
+        if !values.is_empty() && !matches!(spec.kind, OptionKind::Bool) {
+            help.push_str(&format!("; {values}"));
+        }
+        match spec.default.value() {
+            Some(Value::Number(n)) => help.push_str(&format!(" [{n}]")),
+            Some(Value::Text(t)) => help.push_str(&format!(" [{t}]")),
+            Some(Value::Bool(b)) => help.push_str(&format!(" [{b}]")),
+            Some(Value::List(l)) if !l.is_empty() => help.push_str(&format!(" [{}]", l.join(","))),
+            _ => {}
+        }
+        let value_name = match spec.kind {
+            OptionKind::Seconds(..) => "SECONDS",
+            OptionKind::Whole(..) => "N",
+            OptionKind::Bool => "BOOL",
+            OptionKind::Choice(_) => "WORD",
+            OptionKind::Text => "TEXT",
+            OptionKind::List => "A,B",
+        };
+        let mut arg = Arg::new(spec.key)
+            .long(flag.clone())
+            .value_name(value_name)
+            .action(ArgAction::Set)
+            .help(help);
+        if flag != spec.key {
+            // As the file writes it.
+            arg = arg.alias(spec.key);
+        }
+        command = command.arg(arg);
+    }
+    command
 }
 
 /// Everything the component runs with.
@@ -109,7 +150,8 @@ pub struct Settings {
 /// What the command line asks for.
 pub enum Parsed {
     Run(Box<Settings>),
-    Help,
+    /// The help text.
+    Help(String),
 }
 
 /// An option's error, with the option named as the operator writes it here.
@@ -117,11 +159,6 @@ pub fn describe(e: &Error) -> String {
     match e {
         Error::Option { name, message } => {
             let name = name.strip_prefix("client_proxy_").unwrap_or(name);
-            let name = if name == "get_attempts" {
-                "attempts"
-            } else {
-                name
-            };
             format!("option '{name}' {message}")
         }
         Error::Argument(message) => message.clone(),
@@ -132,100 +169,108 @@ fn option_error(name: &str, message: impl Into<String>) -> String {
     format!("option '{name}' {}", message.into())
 }
 
+/// A flag's text as a value of the option's kind.
+fn from_flag(spec: &OptionSpec, text: &str) -> Result<Value, String> {
+    Ok(match spec.kind {
+        OptionKind::Seconds(..) | OptionKind::Whole(..) => match text.parse::<f64>() {
+            Ok(n) => Value::Number(n),
+            Err(_) => {
+                return Err(option_error(
+                    spec.key,
+                    format!("must be a number (got {text:?})"),
+                ))
+            }
+        },
+        OptionKind::Bool => match text {
+            "true" | "yes" | "1" => Value::Bool(true),
+            "false" | "no" | "0" => Value::Bool(false),
+            _ => {
+                return Err(option_error(
+                    spec.key,
+                    format!("must be true or false (got {text:?})"),
+                ))
+            }
+        },
+        OptionKind::List => Value::List(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
+        OptionKind::Choice(_) | OptionKind::Text => Value::Text(text.to_owned()),
+    })
+}
+
+/// A value of the file as a value of the option's kind (checked later).
+fn from_toml(value: toml::Value) -> Value {
+    match value {
+        toml::Value::Integer(n) => Value::Number(n as f64),
+        toml::Value::Float(n) => Value::Number(n),
+        toml::Value::Boolean(b) => Value::Bool(b),
+        toml::Value::String(s) => Value::Text(s),
+        toml::Value::Array(items) => Value::List(
+            items
+                .into_iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => s,
+                    other => format!("{other:?}"),
+                })
+                .collect(),
+        ),
+        other => Value::Text(format!("{other:?}")),
+    }
+}
+
 /// Reads the file (if `--config` names one) and the flags.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
-    let mut flags: Vec<(String, String)> = Vec::new();
-    let mut config_path = None;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        if arg == "--help" || arg == "-h" {
-            return Ok(Parsed::Help);
+    let args = std::iter::once("client-proxy-component".to_owned()).chain(args);
+    let matches = match command().try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+            return Ok(Parsed::Help(e.to_string()))
         }
-        let Some(flag) = arg.strip_prefix("--") else {
-            return Err(format!("unexpected argument '{arg}' (see --help)"));
-        };
-        let (name, value) = match flag.split_once('=') {
-            Some((n, v)) => (n.to_owned(), v.to_owned()),
-            None => {
-                let v = args
-                    .next()
-                    .ok_or_else(|| format!("option '--{flag}' needs a value"))?;
-                (flag.to_owned(), v)
+        Err(e) => return Err(e.render().to_string().trim_end().replace("error: ", "")),
+    };
+    let mut values: Vec<(&'static OptionSpec, Value)> = Vec::new();
+    if let Some(path) = matches.get_one::<String>("config") {
+        let text = fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        let table: toml::Table = text.parse().map_err(|e| format!("{path}: {e}"))?;
+        for (key, value) in table {
+            let spec = declarations()
+                .find(|o| o.key == key)
+                .ok_or_else(|| format!("{path}: unknown option '{key}'"))?;
+            values.push((spec, from_toml(value)));
+        }
+    }
+    for spec in declarations() {
+        if let Some(text) = matches.get_one::<String>(spec.key) {
+            values.retain(|(s, _)| s.key != spec.key);
+            values.push((spec, from_flag(spec, text)?));
+        }
+    }
+    settings(values).map(|s| Parsed::Run(Box::new(s)))
+}
+
+fn settings(values: Vec<(&'static OptionSpec, Value)>) -> Result<Settings, String> {
+    let text = |key: &str| {
+        values.iter().find(|(s, _)| s.key == key).map(|(s, v)| {
+            s.check(v).map_err(|e| describe(&e))?;
+            match v {
+                Value::Text(t) => Ok(t.clone()),
+                _ => Err(option_error(key, "must be text")),
             }
-        };
-        let name = name.replace('-', "_");
-        if name == "config" {
-            config_path = Some(value);
-        } else {
-            flags.push((name, value));
-        }
-    }
-    let mut file = match &config_path {
-        Some(path) => {
-            let text = fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-            toml::from_str::<File>(&text).map_err(|e| format!("{path}: {e}"))?
-        }
-        None => File::default(),
+        })
     };
-    for (name, value) in flags {
-        apply_flag(&mut file, &name, value)?;
-    }
-    settings(file).map(|s| Parsed::Run(Box::new(s)))
-}
-
-fn apply_flag(file: &mut File, name: &str, value: String) -> Result<(), String> {
-    let number = |v: &str| {
-        v.parse::<f64>()
-            .map_err(|_| option_error(name, format!("must be a number (got {v:?})")))
-    };
-    let boolean = |v: &str| match v {
-        "true" | "yes" | "1" => Ok(true),
-        "false" | "no" | "0" => Ok(false),
-        _ => Err(option_error(
-            name,
-            format!("must be true or false (got {v:?})"),
-        )),
-    };
-    let list = |v: &str| -> Vec<String> {
-        v.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
-    };
-    match name {
-        "domain" => file.domain = Some(value),
-        "server" => file.server = Some(value),
-        "secret" => file.secret = Some(value),
-        "target_address" => file.target_address = Some(value),
-        "timeout" => file.timeout = Some(number(&value)?),
-        "attempts" => file.attempts = Some(number(&value)?),
-        "balance" => file.balance = Some(value),
-        "sticky" => file.sticky = Some(value),
-        "resources" => file.resources = Some(list(&value)),
-        "drain_show" => file.drain_show = Some(list(&value)),
-        "eject_after_timeouts" => file.eject_after_timeouts = Some(number(&value)?),
-        "messages" => file.messages = Some(boolean(&value)?),
-        "outbound_iq" => file.outbound_iq = Some(boolean(&value)?),
-        "max_in_flight" => file.max_in_flight = Some(number(&value)?),
-        "max_in_flight_per_requester" => file.max_in_flight_per_requester = Some(number(&value)?),
-        "max_bytes_in_flight" => file.max_bytes_in_flight = Some(number(&value)?),
-        "max_depth" => file.max_depth = Some(number(&value)?),
-        "log_level" => file.log_level = Some(value),
-        "metrics" => file.metrics = Some(value),
-        _ => return Err(format!("unknown option '--{name}' (see --help)")),
-    }
-    Ok(())
-}
-
-fn settings(file: File) -> Result<Settings, String> {
-    let domain = file
-        .domain
+    let domain = text("domain")
+        .transpose()?
         .ok_or_else(|| option_error("domain", "is required: the component's domain"))?;
-    let secret = file
-        .secret
+    let secret = text("secret")
+        .transpose()?
         .ok_or_else(|| option_error("secret", "is required: the server's component_secret"))?;
-    let server = file.server.unwrap_or_else(|| "127.0.0.1:5347".to_owned());
+    let server = text("server")
+        .transpose()?
+        .unwrap_or_else(|| "127.0.0.1:5347".to_owned());
     if server
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse::<u16>().ok())
@@ -236,16 +281,11 @@ fn settings(file: File) -> Result<Settings, String> {
             format!("must be HOST:PORT (got {server:?})"),
         ));
     }
-    let log_level = match file.log_level.as_deref() {
+    let log_level = match text("log_level").transpose()? {
         None => Level::Info,
-        Some(l) => Level::parse(l).ok_or_else(|| {
-            option_error(
-                "log_level",
-                format!("must be debug, info, warn or error (got {l:?})"),
-            )
-        })?,
+        Some(l) => Level::parse(&l).expect("checked against its declaration"),
     };
-    let metrics = match file.metrics.as_deref() {
+    let metrics = match text("metrics").transpose()?.as_deref() {
         None | Some("") => None,
         Some(m) => Some(
             m.to_socket_addrs()
@@ -254,63 +294,11 @@ fn settings(file: File) -> Result<Settings, String> {
                 .ok_or_else(|| option_error("metrics", format!("must be HOST:PORT (got {m:?})")))?,
         ),
     };
-    let mut config = Config::new(domain, file.target_address.unwrap_or_default());
-    let e = |e: Error| describe(&e);
-    if let Some(v) = file.timeout {
-        config.timeout = v;
-    }
-    if let Some(v) = file.attempts {
-        config.attempts = Config::whole("client_proxy_attempts", v, ATTEMPTS_RANGE).map_err(e)?;
-    }
-    if let Some(v) = file.eject_after_timeouts {
-        config.eject_after_timeouts = Config::whole(
-            "client_proxy_eject_after_timeouts",
-            v,
-            EJECT_AFTER_TIMEOUTS_RANGE,
-        )
-        .map_err(e)?;
-    }
-    if let Some(v) = file.max_in_flight {
-        config.max_in_flight =
-            Config::whole("client_proxy_max_in_flight", v, MAX_IN_FLIGHT_RANGE).map_err(e)?;
-    }
-    if let Some(v) = file.max_in_flight_per_requester {
-        config.max_in_flight_per_requester = Config::whole(
-            "client_proxy_max_in_flight_per_requester",
-            v,
-            MAX_IN_FLIGHT_RANGE,
-        )
-        .map_err(e)?;
-    }
-    if let Some(v) = file.max_bytes_in_flight {
-        config.max_bytes_in_flight = Config::whole(
-            "client_proxy_max_bytes_in_flight",
-            v,
-            MAX_BYTES_IN_FLIGHT_RANGE,
-        )
-        .map_err(e)?;
-    }
-    if let Some(v) = file.max_depth {
-        config.max_depth =
-            Config::whole("client_proxy_max_depth", v, MAX_DEPTH_RANGE).map_err(e)?;
-    }
-    if let Some(v) = file.balance {
-        config.balance = Balance::parse(&v).map_err(e)?;
-    }
-    if let Some(v) = file.sticky {
-        config.sticky = Sticky::parse(&v).map_err(e)?;
-    }
-    if let Some(v) = file.resources {
-        config.resources = v;
-    }
-    if let Some(v) = file.drain_show {
-        config.drain_show = v;
-    }
-    if let Some(v) = file.messages {
-        config.messages = v;
-    }
-    if let Some(v) = file.outbound_iq {
-        config.outbound_iq = v;
+    let mut config = Config::new(domain, "");
+    for (spec, value) in values {
+        if spec.scope != Scope::Component {
+            config.set(spec.key, value).map_err(|e| describe(&e))?;
+        }
     }
     let config = config.validate().map_err(|err| match err {
         Error::Argument(m) => option_error("domain", m),
@@ -334,11 +322,12 @@ pub fn backoff(n: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use client_proxy::core::{Balance, Sticky};
 
     fn run(args: &[&str]) -> Result<Settings, String> {
         match parse(args.iter().map(|s| s.to_string()))? {
             Parsed::Run(s) => Ok(*s),
-            Parsed::Help => panic!("help"),
+            Parsed::Help(_) => panic!("help"),
         }
     }
 

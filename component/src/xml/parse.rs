@@ -450,7 +450,7 @@ impl Parser {
                 return Err(Stop);
             } else {
                 self.start_tag()?;
-                if self.open.len() as u32 > DEPTH_CAP {
+                if self.s.body.depth > DEPTH_CAP {
                     self.s.body.depth = DEPTH_CAP + 1;
                     self.s.body.defect = Some(Defect::Oversized);
                     return Ok(());
