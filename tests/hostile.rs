@@ -3,8 +3,8 @@
 //! core accepted is still answered exactly once.
 
 use client_proxy::core::{
-    fits_verbatim, is_token, Action, Balance, Body, Condition, Config, Defect, ErrorType, Kind,
-    Proxy, Stanza, StanzaError, Sticky, Time, Verdict, MAX_IN_FLIGHT_RANGE,
+    Action, Balance, Body, Condition, Config, Defect, ErrorType, Kind, Proxy, Stanza, StanzaError,
+    Sticky, Time, Verdict, MAX_IN_FLIGHT_RANGE,
 };
 use proptest::prelude::*;
 
@@ -180,11 +180,47 @@ proptest! {
         }
     }
 
+    /// JAT: a requester is shown to the target as itself or as a token, and
+    /// the two never meet: even a requester named like another's token is
+    /// shown under a name of its own, and each answer reaches whoever asked.
     #[test]
-    fn verbatim_and_token_never_overlap(u in text()) {
-        if fits_verbatim(&u) {
-            prop_assert!(!is_token(&u));
-            prop_assert!(u.len() <= 1023);
+    fn verbatim_and_token_never_overlap(u in text(), seed in any::<u64>()) {
+        let now = Time::from_micros(1);
+        let r = format!("{T}/r");
+        let mut proxy: Proxy<()> = Proxy::new(Config::new(P, T), seed).unwrap();
+        proxy.handle(Stanza::presence(None, &r, P), now, || None);
+        // Too long to be a resource: shown as a token.
+        let long = format!("carol@example/{}", "z".repeat(1100));
+        // Who asked, and the name the target was shown.
+        let mut shown: Vec<(String, String)> = Vec::new();
+        let ask = |proxy: &mut Proxy<()>, shown: &mut Vec<_>, who: String| {
+            let verdict = proxy.handle(Stanza::iq("get", &who, P, "q"), now, || None);
+            if let Verdict::Forward { from, rtt: None, .. } = verdict {
+                let enc = from.strip_prefix(&format!("{P}/")).unwrap_or_default().to_string();
+                shown.push((who, enc));
+            }
+        };
+        ask(&mut proxy, &mut shown, long);
+        prop_assert_eq!(shown.len(), 1);
+        let token = shown[0].1.clone();
+        for who in [u, token.clone(), format!("{token}/r")] {
+            if shown.iter().all(|(w, _)| *w != who) {
+                ask(&mut proxy, &mut shown, who);
+            }
         }
+        for (who, enc) in &shown {
+            prop_assert!(!enc.is_empty() && enc.len() <= 1023, "{} shown as {}", who, enc);
+            let others = shown.iter().filter(|(w, e)| e == enc && w != who).count();
+            prop_assert_eq!(others, 0, "{} shown as {}, as another requester", who, enc);
+        }
+        for (who, enc) in shown.iter().rev() {
+            let to = format!("{P}/{enc}");
+            let verdict = proxy.handle(Stanza::iq("result", &r, &to, "q"), now, || None);
+            let Verdict::Forward { to, rtt: Some(_), .. } = verdict else {
+                return Err(TestCaseError::fail(format!("the answer to {who}: {verdict:?}")));
+            };
+            prop_assert_eq!(&*to, who.as_str());
+        }
+        prop_assert_eq!(proxy.in_flight(), 0);
     }
 }

@@ -12,6 +12,8 @@
 //! (`model/twoway.rs`), with every verdict checked so that nothing from the
 //! target reaches anyone but through A8, M2 or O1.
 
+#[path = "model/contract.rs"]
+mod contract;
 #[path = "model/endings.rs"]
 mod endings;
 #[path = "model/events.rs"]
@@ -25,20 +27,19 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use client_proxy::core::{
-    Action, Condition, Config, DropReason, EjectReason, ErrorType, Level, Proxy, Stanza,
+    Action, Body, Condition, Config, DropReason, EjectReason, ErrorType, Level, Proxy, Stanza,
     StanzaError, Sticky, Time, Verdict,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, RngAlgorithm, TestRng};
 
-use events::{bare, event, readmission_or_decay, requester, resource_name, setup, Answer, Event};
+use events::{
+    bare, event, readmission_or_decay, requester, resource_name, setup, Answer, Event, REQUESTERS,
+};
 use reference::{jid, Flight, Key, Model, Setup, FILTER};
 
 const P: &str = "proxy.example";
 const T: &str = "svc@example";
-const TIMEOUT: f64 = 10.0;
-const MAX: u32 = 6;
-const PER_REQUESTER: u32 = 3;
 const ROOMS: [&str; 3] = [
     "room0@conference.example",
     "room1@conference.example",
@@ -50,10 +51,13 @@ fn config(setup: &Setup) -> Config {
     let mut c = Config::new(P, T);
     c.messages = setup.messages;
     c.outbound_iq = setup.outbound;
-    c.timeout = TIMEOUT;
+    c.timeout = setup.timeout;
     c.attempts = setup.attempts;
-    c.max_in_flight = MAX;
-    c.max_in_flight_per_requester = PER_REQUESTER;
+    c.max_in_flight = setup.max_in_flight;
+    c.max_in_flight_per_requester = setup.per_requester;
+    c.max_depth = setup.max_depth;
+    c.max_bytes_in_flight = setup.max_bytes;
+    c.drain_show = setup.drain.iter().map(|&s| s.into()).collect();
     c.balance = setup.balance;
     c.sticky = match setup.sticky {
         0 => Sticky::None,
@@ -199,7 +203,8 @@ impl Run {
                 id,
                 get,
                 room,
-            } => self.request(&requester(n), &format!("i{id}"), get, room)?,
+                body,
+            } => self.request(&requester(n), &format!("i{id}"), get, room, body)?,
             Event::Reply {
                 resource,
                 requester: n,
@@ -230,7 +235,7 @@ impl Run {
             }
             Event::Readmission { jitter, decay } => {
                 let now = self.model.now;
-                let ends = self.model.records.values().map(|rec| rec.until);
+                let ends = self.model.records.values().map(|rec| rec.until());
                 let target = if decay {
                     ends.max()
                         .map(|t| t.saturating_add(Duration::from_secs(600)))
@@ -249,11 +254,7 @@ impl Run {
                 let later = due.as_micros() as i64 + i64::from(jitter) * 1000 - now;
                 self.advance(Duration::from_micros(later.max(0) as u64))?;
             }
-            Event::Reload => {
-                self.proxy.reconfigure(config(&self.model.setup)).unwrap();
-                let actions = self.actions();
-                prop_assert!(actions.is_empty(), "{:?}", actions);
-            }
+            Event::Reload(new) => self.reload(*new)?,
             Event::Message {
                 requester: n,
                 ty,
@@ -284,27 +285,68 @@ impl Run {
             .collect()
     }
 
-    /// B1-B4: a request from `u`, with a sticky key from `room`.
+    /// A reload: the core takes the new options, and the model follows
+    /// what a reload promises. A new timeout applies to requests accepted
+    /// from now on; a request keeps the sticky key and the kept payload it
+    /// was accepted with; everything else (filters, drain values, attempts,
+    /// balance, limits, ejection threshold) applies at once.
+    fn reload(&mut self, mut new: Setup) -> Result<(), TestCaseError> {
+        let old = &self.model.setup;
+        (new.messages, new.outbound) = (old.messages, old.outbound);
+        let in_flight = !self.model.flights.is_empty();
+        if in_flight && new.timeout != old.timeout {
+            self.model.saw("Reload: a new timeout, requests in flight");
+        }
+        if in_flight && new.attempts != old.attempts {
+            self.model.saw("Reload: new attempts, requests in flight");
+        }
+        let states: Vec<_> = (self.model.online.keys())
+            .map(|r| self.model.state(r))
+            .collect();
+        self.proxy.reconfigure(config(&new)).unwrap();
+        self.model.setup = new;
+        let changed = (self.model.online.keys())
+            .zip(states)
+            .any(|(r, before)| self.model.state(r) != before);
+        if changed {
+            self.model.saw("Reload: a resource's state changed");
+        }
+        let actions = self.actions();
+        prop_assert!(actions.is_empty(), "{:?}", actions);
+        Ok(())
+    }
+
+    /// B1-B4, H4, H5: a request from `u`, with a sticky key from `room`
+    /// and a payload of `body` (bytes, depth).
     fn request(
         &mut self,
         u: &str,
         id: &str,
         get: bool,
         room: Option<u8>,
+        body: (u32, u32),
     ) -> Result<(), TestCaseError> {
         let ty = if get { "get" } else { "set" };
         let key = (u.to_string(), id.to_string());
         let room = room.map(|n| ROOMS[n as usize]);
-        let mut s = Stanza::iq(ty, u, P, id);
+        let (bytes, depth) = body;
+        let mut s = Stanza::iq(ty, u, P, id).with_body(Body::new(bytes as usize, depth));
         s.key = room;
         let verdict = self.handle(s, Some(key.clone()))?;
         let actions = self.actions();
         prop_assert!(actions.is_empty(), "{:?}", actions);
         let m = &mut self.model;
-        let expected_error = if m.flights.contains_key(&key) {
+        let keep = m.setup.attempts > 1;
+        let expected_error = if depth > m.setup.max_depth {
+            m.saw("H5: too deep");
+            Some((ErrorType::Modify, Condition::PolicyViolation))
+        } else if m.flights.contains_key(&key) {
             Some((ErrorType::Cancel, Condition::Conflict))
         // B4 counts U's own requests only, not the service's to U (O4).
-        } else if m.in_flight() >= MAX || m.per_bare(u) >= PER_REQUESTER {
+        } else if m.in_flight() >= m.setup.max_in_flight || m.per_bare(u) >= m.setup.per_requester {
+            Some((ErrorType::Wait, Condition::ResourceConstraint))
+        } else if keep && m.kept_bytes() + u64::from(bytes) > u64::from(m.setup.max_bytes) {
+            m.saw("H4: over the bytes kept for retries");
             Some((ErrorType::Wait, Condition::ResourceConstraint))
         } else if m.none_would_serve() {
             Some((ErrorType::Cancel, Condition::ServiceUnavailable))
@@ -334,13 +376,14 @@ impl Run {
                 m.shown(u, &enc)?;
                 m.encoded.insert(u.to_string(), enc);
                 *m.generation.entry(key.clone()).or_default() += 1;
-                let deadline = m.now.saturating_add(Duration::from_secs_f64(TIMEOUT));
+                let deadline = m.now.saturating_add(m.setup.timeout());
                 m.flights.insert(
                     key,
                     Flight {
                         resource: r.clone(),
                         get,
                         key: sticky,
+                        kept: keep.then_some(u64::from(bytes)),
                         deadline,
                         sends: 1,
                         tried: vec![r],
@@ -415,7 +458,7 @@ impl Run {
                 let actions = self.actions();
                 let f = &self.model.flights[&key];
                 let again =
-                    f.sends < self.attempts() && !self.model.candidates(&f.tried).is_empty();
+                    self.model.may_send_again(f) && !self.model.candidates(&f.tried).is_empty();
                 if again {
                     prop_assert_eq!(&verdict, &Verdict::Done);
                     let [Action::Resend { payload, from, to }] = &actions[..] else {
@@ -525,6 +568,7 @@ fn every_accepted_request_gets_exactly_one_answer_from_an_allowed_resource() {
             "C3: a set lost",
             "C3: nothing online",
             "D3: least_in_flight, unequal loads",
+            "D7: 0, never ejected",
             "D4/D5: keyed, sent again",
             "D4: keyed",
             "D5/C3: sent again",
@@ -538,6 +582,12 @@ fn every_accepted_request_gets_exactly_one_answer_from_an_allowed_resource() {
             "D8: ejected again, longer",
             "D8: readmitted",
             "D9: chosen while ejected",
+            "H4: over the bytes kept for retries",
+            "H5: too deep",
+            "JAT: 1023 bytes, verbatim",
+            "JAT: changed by resourceprep, a token",
+            "JAT: not ASCII, verbatim",
+            "JAT: over 1023 bytes, a token",
             "M1: chosen while ejected (D9)",
             "M1: no resource",
             "M1: to the conversation's resource",
@@ -554,6 +604,9 @@ fn every_accepted_request_gets_exactly_one_answer_from_an_allowed_resource() {
             "O4: conflict",
             "O4: over the limit",
             "O5: forgotten with its resource",
+            "Reload: a new timeout, requests in flight",
+            "Reload: a resource's state changed",
+            "Reload: new attempts, requests in flight",
         ],
     );
 }
@@ -564,10 +617,10 @@ fn every_accepted_request_gets_exactly_one_answer_from_an_allowed_resource() {
 #[test]
 fn ejections_grow_to_the_cap_and_are_forgotten() {
     let cycle = prop_oneof![
-        12 => (0..6u8, any::<bool>(), proptest::option::of(0..3u8), readmission_or_decay(0.02)).prop_map(
+        12 => (0..REQUESTERS, any::<bool>(), proptest::option::of(0..3u8), readmission_or_decay(0.02)).prop_map(
             |(requester, get, room, readmission)| {
                 vec![
-                    Event::Request { requester, id: 0, get, room },
+                    Event::Request { requester, id: 0, get, room, body: (200, 2) },
                     Event::Advance { millis: 10_000 },
                     readmission,
                 ]

@@ -9,9 +9,9 @@ use std::time::Duration;
 use client_proxy::core::{Action, Condition, ErrorType, StanzaError};
 use proptest::prelude::*;
 
-use super::events::requester;
+use super::events::{requester, LONGEST_TIMEOUT, MAX_IN_FLIGHT, MAX_PER_REQUESTER, REQUESTERS};
 use super::reference::{Flight, Key};
-use super::{resource_of, Payload, Run, MAX, P, PER_REQUESTER, TIMEOUT};
+use super::{resource_of, Payload, Run, P};
 
 const TIMED_OUT: StanzaError = StanzaError(ErrorType::Wait, Condition::RemoteServerTimeout);
 const UNLOADED: StanzaError = StanzaError(ErrorType::Cancel, Condition::ServiceUnavailable);
@@ -37,6 +37,7 @@ impl Run {
                     let f = &self.model.flights[&payload];
                     prop_assert!(f.get, "a set sent again after a lost resource (C3)");
                     prop_assert!(f.sends < self.attempts(), "more sends than attempts");
+                    prop_assert!(f.kept.is_some(), "sent again, with no payload kept");
                     self.model.check_choice(&r, f.key, &f.tried)?;
                     prop_assert_eq!(from, format!("{P}/{}", self.model.encoded[&payload.0]));
                     self.model.resend(&payload, &r, false);
@@ -56,7 +57,7 @@ impl Run {
                     let f = &self.model.flights[&key];
                     prop_assert!(
                         !f.get
-                            || f.sends >= self.attempts()
+                            || !self.model.may_send_again(f)
                             || self.model.candidates(&f.tried).is_empty(),
                         "a get answered though it could be sent again: {f:?}"
                     );
@@ -88,10 +89,10 @@ impl Run {
     pub(crate) fn reconnect(&mut self) -> Result<(), TestCaseError> {
         let now = self.model.now;
         self.proxy.reconnect(now);
-        let attempts = self.attempts();
         let due = self.held_by(|f| f.deadline <= now);
-        let lost =
-            self.held_by(|f| f.deadline > now && !f.waiting() && !(f.get && f.sends < attempts));
+        let lost = self.held_by(|f| {
+            f.deadline > now && !f.waiting() && !(f.get && self.model.may_send_again(f))
+        });
         let mut done = HashSet::new();
         for (key, error) in self.timeouts_and_errors("on reconnection")? {
             prop_assert!(done.insert(key.clone()), "settled {key:?} twice");
@@ -234,7 +235,7 @@ impl Run {
             }
             prop_assert!(self.model.two.outbound.is_empty(), "C4: left unanswered");
         } else {
-            self.advance(Duration::from_secs_f64(TIMEOUT))?;
+            self.advance(Duration::from_secs_f64(LONGEST_TIMEOUT))?;
         }
         self.check_logs()?;
         prop_assert!(self.model.flights.is_empty());
@@ -254,12 +255,13 @@ impl Run {
         let m = &self.model;
         // Both directions share the global limit (B4, O4).
         prop_assert_eq!(self.proxy.in_flight() as u32, m.in_flight());
-        prop_assert!(self.proxy.in_flight() as u32 <= MAX);
+        prop_assert!(self.proxy.in_flight() as u32 <= MAX_IN_FLIGHT);
+        prop_assert_eq!(self.proxy.kept_bytes(), m.kept_bytes(), "H4: bytes kept");
         for (r, _) in m.two.outbound.keys() {
             prop_assert!(m.online.contains_key(r), "O5: {r} offline, still asking");
         }
-        for u in (0..6).map(requester) {
-            prop_assert!(m.per_bare(&u) <= PER_REQUESTER);
+        for u in (0..REQUESTERS).map(requester) {
+            prop_assert!(m.per_bare(&u) <= MAX_PER_REQUESTER);
         }
         prop_assert_eq!(self.proxy.online(), m.online.len());
         for r in self.proxy.resources() {
@@ -284,9 +286,8 @@ impl Run {
                 f.waiting() || m.online.contains_key(&f.resource),
                 "in flight on an offline resource"
             );
-            prop_assert!(
-                f.sends == f.tried.len() as u32 + f.relinked && f.sends <= m.setup.attempts
-            );
+            // Attempts may have been lowered by a reload since the last send.
+            prop_assert!(f.sends == f.tried.len() as u32 + f.relinked && f.sends <= 3);
             let distinct: HashSet<_> = f.tried.iter().collect();
             prop_assert_eq!(distinct.len(), f.tried.len(), "sent twice to one: {:?}", f);
         }

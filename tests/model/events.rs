@@ -7,6 +7,14 @@ use super::reference::Setup;
 
 /// Resources r0..r4, and r22, which only the filter's prefix `r2*` admits.
 pub const RESOURCES: u8 = 6;
+/// Requesters: see [`requester`].
+pub const REQUESTERS: u8 = 7;
+
+/// The highest limits a case draws (`client_proxy_max_in_flight` and
+/// `client_proxy_max_in_flight_per_requester`) and its longest timeout.
+pub const MAX_IN_FLIGHT: u32 = 8;
+pub const MAX_PER_REQUESTER: u32 = 4;
+pub const LONGEST_TIMEOUT: f64 = 15.0;
 
 /// How the target answers a request.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +47,8 @@ pub enum Event {
         id: u8,
         get: bool,
         room: Option<u8>,
+        /// The payload's size in bytes and its depth in elements.
+        body: (u32, u32),
     },
     /// A reply from `resource` to requester's enc(U) with `id`. Whether it
     /// is genuine depends on the state; most are forged.
@@ -69,7 +79,9 @@ pub enum Event {
         jitter: i32,
         decay: bool,
     },
-    Reload,
+    /// A reload with new options (not the host, the target, nor what
+    /// turns messages and the service's requests on).
+    Reload(Box<Setup>),
     /// The clock moves to the next deadline of anything timed (C2, O3,
     /// and M3's window after an M2), give or take `jitter` ms.
     Deadline {
@@ -170,15 +182,15 @@ pub fn event() -> impl Strategy<Value = Event> {
         8 => (0..RESOURCES, -1..3i8, show).prop_map(|(resource, priority, show)| Event::Online { resource, priority, show }),
         2 => (0..RESOURCES).prop_map(|resource| Event::Offline { resource }),
         1 => (0..3u8).prop_map(|how| Event::AllOffline { how }),
-        10 => (0..6u8, 0..3u8, any::<bool>(), proptest::option::of(0..3u8))
-            .prop_map(|(requester, id, get, room)| Event::Request { requester, id, get, room }),
-        3 => (0..RESOURCES, 0..6u8, 0..3u8, answer())
+        10 => (0..REQUESTERS, 0..3u8, any::<bool>(), proptest::option::of(0..3u8), body())
+            .prop_map(|(requester, id, get, room, body)| Event::Request { requester, id, get, room, body }),
+        3 => (0..RESOURCES, 0..REQUESTERS, 0..3u8, answer())
             .prop_map(|(resource, requester, id, answer)| Event::Reply { resource, requester, id, answer }),
         9 => (any::<u8>(), answer()).prop_map(|(pick, answer)| Event::Genuine { pick, answer }),
         4 => (0..12_000u32).prop_map(|millis| Event::Advance { millis }),
         1 => (12_000..700_000u32).prop_map(|millis| Event::Advance { millis }),
         2 => readmission(),
-        1 => Just(Event::Reload),
+        1 => setup().prop_map(|setup| Event::Reload(Box::new(setup))),
         1 => (0..15_000u64).prop_map(|millis| Event::Reconnect { millis }),
         6 => two_way(),
         1 => (-1..=1i8).prop_map(|jitter| Event::Deadline { jitter }),
@@ -203,14 +215,14 @@ pub fn two_way() -> impl Strategy<Value = Event> {
     let forgery = prop_oneof![
         8 => Just(Forgery::Genuine),
         1 => Just(Forgery::OriginalId),
-        2 => (0..6u8).prop_map(Forgery::OtherSender),
+        2 => (0..REQUESTERS).prop_map(Forgery::OtherSender),
         1 => Just(Forgery::MadeUp),
         2 => Just(Forgery::Stale),
         1 => Just(Forgery::FromTarget),
         1 => Just(Forgery::OwnRequest),
     ];
     prop_oneof![
-        3 => (0..6u8, from_u, any::<bool>()).prop_map(|(requester, ty, to_resource)| Event::Message { requester, ty, to_resource }),
+        3 => (0..REQUESTERS, from_u, any::<bool>()).prop_map(|(requester, ty, to_resource)| Event::Message { requester, ty, to_resource }),
         3 => (0..RESOURCES, addr(), from_t).prop_map(|(resource, to, ty)| Event::TargetMessage { resource, to, ty }),
         4 => (0..RESOURCES, addr(), 0..3u8, any::<bool>()).prop_map(|(resource, to, id, get)| Event::Ask { resource, to, id, get }),
         4 => (any::<u8>(), forgery, proptest::bool::weighted(0.3)).prop_map(|(pick, how, error)| Event::AskAnswer { pick, how, error }),
@@ -220,7 +232,7 @@ pub fn two_way() -> impl Strategy<Value = Event> {
 pub fn addr() -> impl Strategy<Value = Addr> {
     prop_oneof![
         1 => Just(Addr::Bare),
-        12 => (prop_oneof![5 => 0..6u8, 1 => Just(4u8)], prop_oneof![3 => Just(0u8), 3 => Just(1u8), 1 => Just(2u8)])
+        12 => (prop_oneof![5 => 0..REQUESTERS, 1 => Just(4u8)], prop_oneof![3 => Just(0u8), 3 => Just(1u8), 1 => Just(2u8)])
             .prop_map(|(requester, via)| Addr::Enc { requester, via }),
     ]
 }
@@ -235,43 +247,90 @@ pub fn readmission_or_decay(decay: f64) -> impl Strategy<Value = Event> {
         .prop_map(|(jitter, decay)| Event::Readmission { jitter, decay })
 }
 
+/// A request's payload: bytes and depth (the stanza element counts one).
+pub fn body() -> impl Strategy<Value = (u32, u32)> {
+    let bytes = prop_oneof![6 => Just(200u32), 1 => Just(2_000u32)];
+    let depth = prop_oneof![24 => Just(2u32), 1 => Just(4u32), 1 => Just(65u32)];
+    (bytes, depth)
+}
+
+/// The values of `client_proxy_drain_show` a case draws.
+const DRAIN_SHOW: [&[&str]; 4] = [&["dnd"], &["dnd"], &["away"], &["dnd", "away"]];
+
 pub fn setup() -> impl Strategy<Value = Setup> {
+    let limits = (
+        prop_oneof![Just(5.0), Just(10.0), Just(LONGEST_TIMEOUT)],
+        4..=MAX_IN_FLIGHT,
+        2..=MAX_PER_REQUESTER,
+        prop_oneof![1 => Just(3u32), 3 => Just(64u32)],
+        prop_oneof![1 => Just(1_024u32), 1 => Just(4_096u32), 2 => Just(64u32 << 20)],
+    );
     (
         proptest::sample::select(Balance::ALL.to_vec()),
         0..3u8,
         any::<bool>(),
+        proptest::sample::select(DRAIN_SHOW.to_vec()),
         1..=3u32,
-        1..=3u32,
+        // 0 never ejects for timeouts.
+        0..=3u32,
+        limits,
         // Messages and requests of the service's: each on in most cases,
         // off in the rest, where A10, A11 and B6 must hold as before.
         proptest::bool::weighted(0.7),
         proptest::bool::weighted(0.7),
     )
         .prop_map(
-            |(balance, sticky, filter, attempts, eject_after, messages, outbound)| Setup {
+            |(
                 balance,
                 sticky,
                 filter,
+                drain,
                 attempts,
                 eject_after,
+                limits,
                 messages,
                 outbound,
+            )| {
+                let (timeout, max_in_flight, per_requester, max_depth, max_bytes) = limits;
+                Setup {
+                    timeout,
+                    balance,
+                    sticky,
+                    filter,
+                    drain,
+                    attempts,
+                    eject_after,
+                    max_in_flight,
+                    per_requester,
+                    max_depth,
+                    max_bytes,
+                    messages,
+                    outbound,
+                }
             },
         )
 }
 
 /// Requesters: two resources of one account (they share a limit and a
-/// sticky key), another account, a bare domain, and one too long to be a
-/// resource (a token).
+/// sticky key; the second is as long as a resource may be, 1023 bytes), another
+/// account, a bare domain, one a byte too long to be a resource (1024 bytes:
+/// a token), one not all ASCII that resourceprep leaves as it is (verbatim),
+/// and one that resourceprep changes (a token).
 pub fn requester(n: u8) -> String {
-    match n {
-        0 => "alice@example/a".into(),
-        1 => "alice@example/b".into(),
-        2 => "bob@example/x".into(),
-        3 => "example.net".into(),
-        4 => format!("carol@example/{}", "z".repeat(1100)),
-        _ => "dave@example/caf\u{e9}".into(),
-    }
+    static ALL: std::sync::OnceLock<[String; REQUESTERS as usize]> = std::sync::OnceLock::new();
+    let all = ALL.get_or_init(|| {
+        [
+            "alice@example/a".into(),
+            format!("alice@example/{}", "b".repeat(1023 - 14)),
+            "bob@example/x".into(),
+            "example.net".into(),
+            format!("carol@example/{}", "z".repeat(1024 - 14)),
+            "dave@example/caf\u{e9}".into(),
+            // The ligature "ﬁ", which resourceprep turns into "fi".
+            "erin@example/\u{fb01}".into(),
+        ]
+    });
+    all[usize::from(n.min(REQUESTERS - 1))].clone()
 }
 
 pub fn resource_name(n: u8) -> String {

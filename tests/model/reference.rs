@@ -6,35 +6,52 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use client_proxy::core::{hash, score, Balance, EjectReason, Level, State, Time};
+use client_proxy::core::{Balance, EjectReason, Level, State, Time};
 use proptest::prelude::*;
 
+use super::contract::{name_hash, next_ejection, rendezvous, Ejection};
 use super::twoway::TwoWay;
 use super::{bare, T};
 
-/// D8: an ejection lasts 30 s times the number of ejections, at most 600 s;
-/// that number starts over after 600 s readmitted without one.
-const EJECT_STEP: u32 = 30;
-const EJECT_MAX: Duration = Duration::from_secs(600);
-
 /// The `client_proxy_resources` used when a case filters names.
 pub const FILTER: [&str; 3] = ["r0", "r1", "r2*"];
-/// `client_proxy_drain_show`, the default.
-pub const DRAIN: &str = "dnd";
 
-/// The options of one case.
+/// The options of one case; a reload may change all but `messages` and
+/// `outbound`.
 #[derive(Clone, Debug)]
 pub struct Setup {
+    /// `client_proxy_timeout`, in seconds.
+    pub timeout: f64,
     pub balance: Balance,
     /// 0: none; 1: the requester's bare JID; 2: a path, read into `Stanza::key`.
     pub sticky: u8,
     pub filter: bool,
+    /// `client_proxy_drain_show`.
+    pub drain: &'static [&'static str],
     pub attempts: u32,
+    /// `client_proxy_eject_after_timeouts`; 0 never ejects for timeouts.
     pub eject_after: u32,
+    pub max_in_flight: u32,
+    pub per_requester: u32,
+    /// `client_proxy_max_depth`: deeper requests are refused.
+    pub max_depth: u32,
+    /// `client_proxy_max_bytes_in_flight`: payload kept for retries.
+    pub max_bytes: u32,
     /// `client_proxy_messages` (M1-M5).
     pub messages: bool,
     /// `client_proxy_outbound_iq` (O1-O5).
     pub outbound: bool,
+}
+
+impl Setup {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout)
+    }
+
+    /// The presence `show` drains a resource.
+    pub fn drains(&self, show: Option<&str>) -> bool {
+        show.is_some_and(|s| self.drain.contains(&s))
+    }
 }
 
 /// An online resource, as its presence and service made it.
@@ -52,11 +69,19 @@ pub struct Res {
 }
 
 /// The ejections of one resource name, kept while it is offline too.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Record {
-    pub count: u32,
-    pub until: Time,
+    /// Every ejection, oldest first.
+    pub history: Vec<Ejection>,
+    /// Why the last one.
     pub reason: EjectReason,
+}
+
+impl Record {
+    /// The end of the last ejection.
+    pub fn until(&self) -> Time {
+        self.history.last().expect("ejected once at least").end
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -64,8 +89,12 @@ pub struct Flight {
     /// Where it is now; empty while it waits since a reconnection.
     pub resource: String,
     pub get: bool,
-    /// The hash of its sticky key, if the case has one and the request a key.
+    /// The hash of its sticky key, if the case had one when it was
+    /// accepted and the request a key.
     pub key: Option<u64>,
+    /// The bytes of its payload, kept for a retry while the case allowed
+    /// more than one send when it was accepted; none if not kept.
+    pub kept: Option<u64>,
     pub deadline: Time,
     pub sends: u32,
     /// Every resource it was sent to, the current one last.
@@ -140,14 +169,16 @@ impl Model {
     }
 
     pub fn ejected(&self, r: &str) -> bool {
-        self.records.get(r).is_some_and(|rec| rec.until > self.now)
+        self.records
+            .get(r)
+            .is_some_and(|rec| rec.until() > self.now)
     }
 
     /// D1 but for ejection: online, priority ≥ 0, named, not draining.
     pub fn would_serve(&self, r: &str) -> bool {
         self.online
             .get(r)
-            .is_some_and(|res| res.priority >= 0 && res.show != Some(DRAIN))
+            .is_some_and(|res| res.priority >= 0 && !self.setup.drains(res.show))
             && self.admits(r)
     }
 
@@ -157,7 +188,7 @@ impl Model {
             State::NegativePriority
         } else if !self.admits(r) {
             State::Filtered
-        } else if res.show == Some(DRAIN) {
+        } else if self.setup.drains(res.show) {
             State::Draining
         } else if self.ejected(r) {
             State::Ejected
@@ -224,12 +255,9 @@ impl Model {
                 } else {
                     "D4/D5: keyed, sent again"
                 });
-                let best = candidates
-                    .iter()
-                    .max_by_key(|r| (score(key, hash(r)), hash(r)))
-                    .unwrap();
+                let best = rendezvous(key, &candidates).unwrap();
                 prop_assert_eq!(
-                    *best,
+                    best,
                     chosen,
                     "a keyed request goes to the highest score among {:?}",
                     candidates
@@ -260,8 +288,8 @@ impl Model {
     pub fn key_of(&self, u: &str, key: Option<&str>) -> Option<u64> {
         match self.setup.sticky {
             0 => None,
-            1 => Some(hash(bare(u))),
-            _ => key.map(hash),
+            1 => Some(name_hash(bare(u))),
+            _ => key.map(name_hash),
         }
     }
 
@@ -289,7 +317,7 @@ impl Model {
             let shown_until = self
                 .records
                 .get(r)
-                .map(|rec| rec.until)
+                .map(Record::until)
                 .filter(|&until| until > self.now);
             if shown_until.is_some() {
                 self.saw("D8: back online, still ejected");
@@ -320,37 +348,37 @@ impl Model {
     /// D6, D7, D8: ejects `r`, unless it is ejected already.
     pub fn eject(&mut self, r: &str, reason: EjectReason) {
         let now = self.now;
-        let rec = self.records.entry(r.to_string()).or_insert(Record {
-            count: 0,
-            until: now,
-            reason,
-        });
-        if rec.until > now {
+        if self.ejected(r) {
             self.saw("D6/D7: ejected already");
             return;
         }
-        let readmitted_for = now.saturating_since(rec.until);
-        if readmitted_for >= EJECT_MAX && rec.count > 0 {
-            rec.count = 0;
+        let rec = self.records.entry(r.to_string()).or_insert(Record {
+            history: Vec::new(),
+            reason,
+        });
+        let (number, length) = next_ejection(&rec.history, now);
+        if number == 1 && !rec.history.is_empty() {
             *self
                 .seen
                 .borrow_mut()
                 .entry("D8: count forgotten")
                 .or_default() += 1;
         }
-        rec.count += 1;
-        let secs = (EJECT_STEP * rec.count).min(EJECT_MAX.as_secs() as u32);
-        rec.until = now.saturating_add(Duration::from_secs(secs.into()));
+        let until = now.saturating_add(length);
+        rec.history.push(Ejection {
+            start: now,
+            end: until,
+        });
         rec.reason = reason;
-        let (until, count) = (rec.until, rec.count);
+        let secs = length.as_secs();
         self.saw(match reason {
             EjectReason::NotMe => "D6: ejected",
             EjectReason::Timeouts => "D7: ejected",
         });
-        if count > 1 {
+        if number > 1 {
             self.saw("D8: ejected again, longer");
         }
-        if EJECT_STEP * count > EJECT_MAX.as_secs() as u32 {
+        if 30 * number > 600 {
             self.saw("D8: capped at 600 s");
         }
         if !self.online.contains_key(r) {
@@ -398,10 +426,24 @@ impl Model {
         let res = res.unwrap();
         res.failed += 1;
         res.timeouts += 1;
-        if res.timeouts >= threshold {
-            self.eject(r, EjectReason::Timeouts);
+        match threshold {
+            // Never ejected for timeouts, however many in a row.
+            0 => self.saw("D7: 0, never ejected"),
+            n if res.timeouts >= n => self.eject(r, EjectReason::Timeouts),
+            _ => {}
         }
         Ok(())
+    }
+
+    /// H4: the bytes of payload kept for retries.
+    pub fn kept_bytes(&self) -> u64 {
+        self.flights.values().filter_map(|f| f.kept).sum()
+    }
+
+    /// A request in flight may be sent once more: its payload was kept and
+    /// it has sends left under the attempts in force now.
+    pub fn may_send_again(&self, f: &Flight) -> bool {
+        f.kept.is_some() && f.sends < self.setup.attempts
     }
 
     /// The requests of U's bare JID that B4's per-requester limit counts:

@@ -7,14 +7,14 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use client_proxy::core::{
-    fits_verbatim, hash, score, Condition, DropReason, ErrorType, Kind, Stanza, StanzaError, Time,
-    Verdict,
+    Condition, DropReason, ErrorType, Kind, Stanza, StanzaError, Time, Verdict,
 };
 use proptest::prelude::*;
 
-use super::events::{requester, Addr, Forgery, MessageType};
+use super::contract::{is_opaque_token, name_hash, rendezvous, travels_verbatim, RESOURCEPART_MAX};
+use super::events::{requester, Addr, Forgery, MessageType, REQUESTERS};
 use super::reference::{jid, Model};
-use super::{bare, resource_of, Run, MAX, P, T, TIMEOUT};
+use super::{bare, resource_of, Run, P, T};
 
 /// A token that no requester or peer has.
 const NOBODY: &str = "@0000";
@@ -62,10 +62,6 @@ pub struct TwoWay {
     pub done: Vec<(String, String)>,
 }
 
-fn timeout() -> Duration {
-    Duration::from_secs_f64(TIMEOUT)
-}
-
 fn error(ty: ErrorType, condition: Condition) -> Verdict {
     Verdict::Reply(StanzaError(ty, condition))
 }
@@ -89,11 +85,11 @@ impl TwoWay {
     }
 
     /// The core's touch of peer `u` at `now` (M1, M2): first it forgets
-    /// those quiet for a timeout.
-    fn touch(&mut self, u: &str, now: Time) -> &mut Peer {
+    /// those quiet for a timeout (the one in force now).
+    fn touch(&mut self, u: &str, now: Time, timeout: Duration) -> &mut Peer {
         let stale = &mut self.stale;
         self.peers.retain(|jid, p| {
-            let keep = now.saturating_since(p.touched) < timeout();
+            let keep = now.saturating_since(p.touched) < timeout;
             if let (false, Some(t)) = (keep, &p.token) {
                 stale.insert(jid.clone(), t.clone());
             }
@@ -116,7 +112,7 @@ impl Model {
     pub fn next_deadline(&self) -> Option<Time> {
         let windows = (self.two.peers.values())
             .flat_map(|p| p.last.iter().map(|l| l.1).chain([p.touched]))
-            .map(|at| at.saturating_add(timeout()));
+            .map(|at| at.saturating_add(self.setup.timeout()));
         (self.flights.values().map(|f| f.deadline))
             .chain(self.two.outbound.values().map(|o| o.deadline))
             .chain(windows)
@@ -150,11 +146,13 @@ impl Model {
     /// The core showed the target `enc` as enc(U) of requester `u`: U
     /// itself where it fits, else a token, the same while U is held.
     pub fn shown(&mut self, u: &str, enc: &str) -> Result<(), TestCaseError> {
-        if fits_verbatim(u) {
+        if travels_verbatim(u) {
             prop_assert_eq!(enc, u, "enc(U) is U verbatim");
+            self.saw_verbatim(u);
             return Ok(());
         }
-        prop_assert!(enc.starts_with('@') && enc.len() < 64, "a token: {}", enc);
+        prop_assert!(is_opaque_token(enc), "{} shown as {}, not a token", u, enc);
+        self.saw_token(u);
         match self.two.tokens.get_mut(u) {
             Some(Some(t)) => prop_assert_eq!(&**t, enc, "the token of a requester changed"),
             Some(slot) => *slot = Some(enc.to_string()),
@@ -165,13 +163,30 @@ impl Model {
         Ok(())
     }
 
+    fn saw_verbatim(&self, u: &str) {
+        if u.len() == RESOURCEPART_MAX {
+            self.saw("JAT: 1023 bytes, verbatim");
+        }
+        if !u.is_ascii() {
+            self.saw("JAT: not ASCII, verbatim");
+        }
+    }
+
+    fn saw_token(&self, u: &str) {
+        self.saw(if u.len() > RESOURCEPART_MAX {
+            "JAT: over 1023 bytes, a token"
+        } else {
+            "JAT: changed by resourceprep, a token"
+        });
+    }
+
     /// The same for a peer (M1, M3): U itself or its token as a peer.
     fn peer_shown(&mut self, u: &str, enc: &str) -> Result<(), TestCaseError> {
-        if fits_verbatim(u) {
+        if travels_verbatim(u) {
             prop_assert_eq!(enc, u, "enc(U) is U verbatim");
             return Ok(());
         }
-        prop_assert!(enc.starts_with('@') && enc.len() < 64, "a token: {}", enc);
+        prop_assert!(is_opaque_token(enc), "{} shown as {}, not a token", u, enc);
         let peer = self.two.peers.get_mut(u).expect("a peer");
         match &peer.token {
             Some(t) => prop_assert_eq!(&**t, enc, "the token of a peer changed"),
@@ -196,7 +211,7 @@ impl Model {
         };
         let enc = match token {
             _ if via == 2 => NOBODY.to_string(),
-            _ if fits_verbatim(&u) => u,
+            _ if travels_verbatim(&u) => u,
             Some(t) => t,
             None => NOBODY.to_string(),
         };
@@ -301,7 +316,7 @@ impl Run {
                 return Ok(());
             }
             let back = (m.two.peers.get(u).and_then(|p| p.last.clone()))
-                .filter(|(_, at)| now.saturating_since(*at) < timeout());
+                .filter(|(_, at)| now.saturating_since(*at) < m.setup.timeout());
             let Some((r, _)) = back else {
                 prop_assert_eq!(verdict, Verdict::Drop(DropReason::Unmatched), "M3");
                 return Ok(());
@@ -320,14 +335,7 @@ impl Run {
             m.saw("M3: back to the resource that wrote");
             return Ok(());
         }
-        let best = {
-            let key = hash(bare(u));
-            let candidates = m.candidates(&[]);
-            let best = candidates
-                .iter()
-                .max_by_key(|r| (score(key, hash(r)), hash(r)));
-            best.map(|r| r.to_string())
-        };
+        let best = rendezvous(name_hash(bare(u)), &m.candidates(&[])).map(str::to_string);
         let refusal = if !m.setup.messages {
             Some(error(ErrorType::Cancel, Condition::FeatureNotImplemented))
         } else if ty == MessageType::Groupchat {
@@ -360,7 +368,8 @@ impl Run {
         } else {
             "M1: to the conversation's resource"
         });
-        m.two.touch(u, now);
+        let timeout = m.setup.timeout();
+        m.two.touch(u, now, timeout);
         m.peer_shown(u, enc_of(&from).unwrap_or_default())
     }
 
@@ -385,13 +394,14 @@ impl Run {
             m.saw("M4: bad request");
             error(ErrorType::Cancel, Condition::BadRequest)
         } else if let Some(u) = enc.and_then(|enc| m.decode(enc)) {
-            m.saw(if fits_verbatim(&u) {
+            m.saw(if travels_verbatim(&u) {
                 "M2: to U"
             } else {
                 "M2: to a token"
             });
             let now = m.now;
-            m.two.touch(&u, now).last = Some((from.clone(), now));
+            let timeout = m.setup.timeout();
+            m.two.touch(&u, now, timeout).last = Some((from.clone(), now));
             Verdict::Forward {
                 from: Rc::from(P),
                 to: Rc::from(u),
@@ -433,7 +443,7 @@ impl Run {
         } else if m.two.outbound.contains_key(&key) {
             m.saw("O4: conflict");
             Some((ErrorType::Cancel, Condition::Conflict))
-        } else if m.in_flight() >= MAX {
+        } else if m.in_flight() >= m.setup.max_in_flight {
             m.saw("O4: over the limit");
             Some((ErrorType::Wait, Condition::ResourceConstraint))
         } else {
@@ -462,11 +472,11 @@ impl Run {
             || m.two.outbound.values().any(|o| *o.new_id == *new_id);
         prop_assert!(!in_use && &*new_id != id, "O1: id {new_id} is not new");
         let token = m.two.tokens.get(&u).cloned().flatten();
-        let as_requester = fits_verbatim(&u) || token.as_deref() == enc_of(&to);
-        if !fits_verbatim(&u) {
+        let as_requester = travels_verbatim(&u) || token.as_deref() == enc_of(&to);
+        if !travels_verbatim(&u) {
             m.two.tokens.entry(u.clone()).or_insert(None);
         }
-        m.saw(if fits_verbatim(&u) {
+        m.saw(if travels_verbatim(&u) {
             "O1: asked U"
         } else {
             "O1: asked a token"
@@ -476,7 +486,7 @@ impl Run {
             new_id: new_id.to_string(),
             addr: to,
             as_requester,
-            deadline: m.now.saturating_add(timeout()),
+            deadline: m.now.saturating_add(m.setup.timeout()),
         };
         m.two.outbound.insert(key, out);
         m.two.accepted += 1;
@@ -510,7 +520,11 @@ impl Run {
                     Forgery::OriginalId => (o.u.clone(), k.1.clone()),
                     Forgery::OtherSender(n) => {
                         let v = requester(n);
-                        let v = if v == o.u { requester((n + 1) % 6) } else { v };
+                        let v = if v == o.u {
+                            requester((n + 1) % REQUESTERS)
+                        } else {
+                            v
+                        };
                         (v, o.new_id.clone())
                     }
                     Forgery::MadeUp => (o.u.clone(), "cp0123456789abcdef".to_string()),
