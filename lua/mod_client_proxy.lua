@@ -18,6 +18,22 @@ if module:get_host_type() ~= "component" then
 		.."and %q is not one"):format(module.host), 0);
 end
 
+local function load_library()
+	if package.loaded.client_proxy then
+		return package.loaded.client_proxy;
+	end
+	local dir = (module.path or ""):match("^(.*)[/\\]") or ".";
+	local path = dir.."/client_proxy.so";
+	local open, err = package.loadlib(path, "luaopen_client_proxy");
+	if not open then
+		error("cannot load the client_proxy library "..path..": "..tostring(err), 0);
+	end
+	package.loaded.client_proxy = open();
+	return package.loaded.client_proxy;
+end
+
+local lib = load_library();
+
 -- Seconds, or on Prosody 13 also a period such as "2 min".
 local function get_option_period(name)
 	local value = module:get_option(name);
@@ -63,52 +79,29 @@ local proxy, route; -- this instance's handle, and its router
 local drain;
 
 -- On a reload, the previous instance's handle (with everything online and
--- in flight), its options, and what the metrics have counted of it.
+-- in flight, and what the metrics have counted of it).
 local saved = module.saved_state or {};
 
--- The core keeps the counts; each collection adds what is new since the
--- last one. Families outlive a reload, so the counted totals travel with
--- the handle.
-local counters = {
-	outcomes = module:metric("counter", "requests", "",
-		"Requests: accepted, by how they ended; refused, by why", { "outcome" });
-	retries = module:metric("counter", "retries", "",
-		"Requests sent to another resource, by why", { "reason" });
-	ejections = module:metric("counter", "ejections", "",
-		"Resources ejected, by why", { "reason" });
-	dropped = module:metric("counter", "dropped", "stanzas",
-		"Stanzas dropped or left to Prosody, by reason", { "reason" });
-};
-local measure_in_flight = module:metric("gauge", "in_flight", "",
-	"Requests in flight", {}):with_labels();
-local measure_resources = module:metric("gauge", "resources", "",
-	"Resources of the target online, by state", { "state" });
-local measure_rtt = module:metric("histogram", "rtt", "seconds",
-	"Round-trip time of proxied requests", {},
-	{ buckets = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30 } }):with_labels();
-local internal_errors = counters.outcomes:with_labels("internal_error");
-local counted = saved.counted or {};
+-- The families as the library declares them. Prosody keeps them across a
+-- reload, and so does the handle with its counts: each collection adds
+-- what is new since the last one.
+local families = {};
+for _, f in ipairs(lib.metrics) do
+	families[f.name] = module:metric(f.kind, f.name, f.unit, f.help, { f.label },
+		f.buckets and { buckets = f.buckets } or nil);
+end
+local measure_rtt = families.rtt:with_labels();
+local internal_errors = families.requests:with_labels("internal_error");
 
 local function update_metrics(handle)
-	local stats = (handle or proxy):stats();
-	for family, metric in pairs(counters) do
-		local seen = counted[family];
-		if not seen then
-			seen = {};
-			counted[family] = seen;
+	for _, s in ipairs((handle or proxy):collect()) do
+		local family = families[s[1]];
+		local metric = s[2] and family:with_labels(s[2]) or family:with_labels();
+		if s[3] == "add" then
+			metric:add(s[4]);
+		else
+			metric:set(s[4]);
 		end
-		for label, n in pairs(stats[family]) do
-			local new = n - (seen[label] or 0);
-			if new > 0 then
-				metric:with_labels(label):add(new);
-			end
-			seen[label] = n;
-		end
-	end
-	measure_in_flight:set(stats.in_flight);
-	measure_resources:with_labels("online"):set(stats.online);
-	for state, n in pairs(stats.states) do
-		measure_resources:with_labels(state):set(n);
 	end
 end
 
@@ -145,7 +138,7 @@ local function take_over(options, refused)
 	proxy:close();
 	drain();
 	update_metrics(previous);
-	proxy, counted = fresh, {};
+	proxy = fresh;
 	module:log("info", "target_address changed from %s to %s: requests in flight answered, "
 		.."subscribing to the new target", old_target, fresh:options().target_address);
 	return true;
@@ -156,21 +149,6 @@ end
 -- implementing client's place.
 local hook_priority = 10;
 
-local function load_library()
-	if package.loaded.client_proxy then
-		return package.loaded.client_proxy;
-	end
-	local dir = (module.path or ""):match("^(.*)[/\\]") or ".";
-	local path = dir.."/client_proxy.so";
-	local open, err = package.loadlib(path, "luaopen_client_proxy");
-	if not open then
-		error("cannot load the client_proxy library "..path..": "..tostring(err), 0);
-	end
-	package.loaded.client_proxy = open();
-	return package.loaded.client_proxy;
-end
-
-local lib = load_library();
 
 local hosts = prosody.hosts;
 local full_sessions = prosody.full_sessions;
@@ -465,7 +443,7 @@ local function start()
 end
 
 function module.save()
-	return { proxy = proxy, counted = counted, started = started };
+	return { proxy = proxy, started = started };
 end
 
 function module.unload()

@@ -810,6 +810,7 @@ describe("mod_client_proxy", function ()
 			return {
 				version = real.version;
 				options = real.options;
+				metrics = real.metrics;
 				new = function (options)
 					local inner = real.new(options);
 					return setmetatable({

@@ -20,7 +20,7 @@ use std::{mem, slice, str};
 use mlua::{ffi, IntoLuaMulti, Lua, MultiValue, Result, Table, UserData, UserDataMethods, Value};
 
 use crate::core::{Action, Body, Config, Kind, OptionKind, Proxy, Stanza, Time, Value as Opt};
-use crate::core::{DropReason, EjectReason, Outcome, Retry, State, Verdict, OPTIONS};
+use crate::core::{Measure, Sample, Verdict, FAMILIES, OPTIONS};
 use crate::Error;
 
 mod walk;
@@ -73,6 +73,7 @@ pub fn exports(lua: &Lua) -> Result<Table> {
     let t = lua.create_table()?;
     t.set("version", env!("CARGO_PKG_VERSION"))?;
     t.set("options", declarations(lua)?)?;
+    t.set("metrics", families(lua)?)?;
     t.set(
         "new",
         lua.create_function(|_, options: Table| Ok(refusal(new(&options))))?,
@@ -223,7 +224,7 @@ impl UserData for Handle {
             let done = config(&options).and_then(|c| Ok(this.0.proxy().reconfigure(c)?));
             Ok(refusal(done.map(|()| true)))
         });
-        methods.add_method("stats", |lua, this, ()| stats(lua, &this.0.proxy()));
+        methods.add_method("collect", |lua, this, ()| collect(lua, &mut this.0.proxy()));
         // -> the options in force, keyed as `options` declares them
         methods.add_method("options", |lua, this, ()| {
             effective(lua, this.0.proxy().config())
@@ -496,31 +497,51 @@ fn poll(lua: &Lua, proxy: &mut Proxy<Payload>) -> Result<MultiValue> {
     }
 }
 
-fn stats(lua: &Lua, proxy: &Proxy<Payload>) -> Result<Table> {
-    let s = proxy.stats();
-    let t = lua.create_table()?;
-    t.set("in_flight", proxy.in_flight())?;
-    t.set("online", proxy.online())?;
-    t.set("requests", s.requests)?;
-    let counts = |names: &mut dyn Iterator<Item = (&'static str, u64)>| -> Result<Table> {
+/// The metric families the shim registers: `{ name, kind, unit, help,
+/// label, buckets }` in order, `kind` as Prosody's `module:metric` takes it.
+fn families(lua: &Lua) -> Result<Table> {
+    let list = lua.create_table()?;
+    for family in FAMILIES {
         let t = lua.create_table()?;
-        for (name, n) in names {
-            t.set(name, n)?;
-        }
-        Ok(t)
-    };
-    let outcomes = Outcome::ALL.map(|o| (o.as_str(), s.outcome(o)));
-    t.set("outcomes", counts(&mut outcomes.into_iter())?)?;
-    let retries = Retry::ALL.map(|r| (r.as_str(), s.retry(r)));
-    t.set("retries", counts(&mut retries.into_iter())?)?;
-    let ejections = EjectReason::ALL.map(|e| (e.as_str(), s.ejection(e)));
-    t.set("ejections", counts(&mut ejections.into_iter())?)?;
-    let dropped = DropReason::ALL.map(|d| (d.as_str(), s.dropped[d as usize]));
-    t.set("dropped", counts(&mut dropped.into_iter())?)?;
-    let by_state = proxy.count_states();
-    let states = State::ALL.map(|st| (st.as_str(), by_state[st as usize] as u64));
-    t.set("states", counts(&mut states.into_iter())?)?;
-    Ok(t)
+        t.set("name", family.name)?;
+        t.set("unit", family.unit)?;
+        t.set("help", family.help)?;
+        t.set("label", family.label.map(|(label, _)| label))?;
+        let kind = match family.measure {
+            Measure::Counter => "counter",
+            Measure::Gauge => "gauge",
+            Measure::Histogram(buckets) => {
+                t.set("buckets", buckets.to_vec())?;
+                "histogram"
+            }
+        };
+        t.set("kind", kind)?;
+        list.push(t)?;
+    }
+    Ok(list)
+}
+
+/// What changed since the last collection: `{ family, label, "add" | "set",
+/// value }` each.
+fn collect(lua: &Lua, proxy: &mut Proxy<Payload>) -> Result<Table> {
+    let list = lua.create_table()?;
+    for sample in proxy.collect() {
+        let (family, label, how, value) = match sample {
+            Sample::Add { family, label, by } => (family, label, "add", by as f64),
+            Sample::Set {
+                family,
+                label,
+                value,
+            } => (family, label, "set", value),
+        };
+        let t = lua.create_table()?;
+        t.raw_set(1, FAMILIES[family].name)?;
+        t.raw_set(2, label)?;
+        t.raw_set(3, how)?;
+        t.raw_set(4, value)?;
+        list.push(t)?;
+    }
+    Ok(list)
 }
 
 /// One table per resource online: what its presence said, whether it gets

@@ -38,6 +38,7 @@ mod config;
 mod flights;
 mod jat;
 mod messages;
+mod metrics;
 mod operate;
 mod options;
 mod resources;
@@ -55,6 +56,7 @@ use rand::{rngs::SmallRng, SeedableRng};
 pub use body::{xml_attribute_allowed, Body, Defect, NS_XML, NS_XMLNS};
 pub use config::{Balance, Config, Sticky};
 pub use jat::MAX_RESOURCE_BYTES;
+pub use metrics::{Family, Measure, Sample, FAMILIES, RTT_BUCKETS};
 pub use options::{
     module_table, Fallback, Kind as OptionKind, OptionSpec, Scope, Value, ATTEMPTS_RANGE,
     EJECT_AFTER_TIMEOUTS_RANGE, MAX_BYTES_IN_FLIGHT_RANGE, MAX_DEPTH_RANGE, MAX_IN_FLIGHT_RANGE,
@@ -94,6 +96,8 @@ pub struct Proxy<P = ()> {
     actions: VecDeque<Action<P>>,
     rng: SmallRng,
     stats: Stats,
+    /// The counts at the last [`collect`](Proxy::collect).
+    collected: Stats,
     /// The service's own requests in flight (O1), by the resource that asked
     /// and the id it gave.
     origins: HashMap<(ResourceId, Rc<str>), FlightId>,
@@ -120,6 +124,7 @@ impl<P: Clone> Proxy<P> {
             actions: VecDeque::new(),
             rng: SmallRng::seed_from_u64(seed),
             stats: Stats::default(),
+            collected: Stats::default(),
             origins: HashMap::new(),
             warned: [None; 2],
         })

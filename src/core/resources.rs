@@ -25,12 +25,11 @@ pub enum EjectReason {
 
 impl EjectReason {
     pub const ALL: [EjectReason; 2] = [EjectReason::NotMe, EjectReason::Timeouts];
+    /// As metrics and logs name them, in the order of `ALL`.
+    pub const NAMES: [&'static str; 2] = ["not_me", "timeouts"];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            EjectReason::NotMe => "not_me",
-            EjectReason::Timeouts => "timeouts",
-        }
+        Self::NAMES[self as usize]
     }
 
     pub fn describe(self) -> &'static str {
@@ -67,14 +66,17 @@ impl State {
         State::Ejected,
     ];
 
+    /// As metrics and the admin console name them, in the order of `ALL`.
+    pub const NAMES: [&'static str; 5] = [
+        "eligible",
+        "negative_priority",
+        "filtered",
+        "draining",
+        "ejected",
+    ];
+
     pub fn as_str(self) -> &'static str {
-        match self {
-            State::Eligible => "eligible",
-            State::NegativePriority => "negative_priority",
-            State::Filtered => "filtered",
-            State::Draining => "draining",
-            State::Ejected => "ejected",
-        }
+        Self::NAMES[self as usize]
     }
 }
 

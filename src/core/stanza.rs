@@ -205,12 +205,11 @@ impl DropReason {
         DropReason::Malformed,
     ];
 
+    /// As metrics and logs name them, in the order of `ALL`.
+    pub const NAMES: [&'static str; 3] = ["unanswerable", "unmatched", "malformed"];
+
     pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::Unanswerable => "unanswerable",
-            DropReason::Unmatched => "unmatched",
-            DropReason::Malformed => "malformed",
-        }
+        Self::NAMES[self as usize]
     }
 }
 

@@ -26,10 +26,13 @@ pub enum Outcome {
     BadRequest,
     /// Refused: its payload is deeper or larger than allowed (H1, H5).
     PolicyViolation,
+    /// The core itself failed on it; counted by the adapter that caught
+    /// the failure and answered.
+    InternalError,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Replied,
         Outcome::ErrorReplied,
         Outcome::Timeout,
@@ -40,21 +43,26 @@ impl Outcome {
         Outcome::NoResource,
         Outcome::BadRequest,
         Outcome::PolicyViolation,
+        Outcome::InternalError,
+    ];
+
+    /// As metrics name them, in the order of `ALL`.
+    pub const NAMES: [&'static str; 11] = [
+        "replied",
+        "error_replied",
+        "timeout",
+        "resource_lost",
+        "unloaded",
+        "conflict",
+        "limited",
+        "no_resource",
+        "bad_request",
+        "policy_violation",
+        "internal_error",
     ];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Replied => "replied",
-            Outcome::ErrorReplied => "error_replied",
-            Outcome::Timeout => "timeout",
-            Outcome::ResourceLost => "resource_lost",
-            Outcome::Unloaded => "unloaded",
-            Outcome::Conflict => "conflict",
-            Outcome::Limited => "limited",
-            Outcome::NoResource => "no_resource",
-            Outcome::BadRequest => "bad_request",
-            Outcome::PolicyViolation => "policy_violation",
-        }
+        Self::NAMES[self as usize]
     }
 }
 
@@ -70,12 +78,11 @@ pub enum Retry {
 
 impl Retry {
     pub const ALL: [Retry; 2] = [Retry::ResourceLost, Retry::NotMe];
+    /// As metrics name them, in the order of `ALL`.
+    pub const NAMES: [&'static str; 2] = ["resource_lost", "not_me"];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Retry::ResourceLost => "resource_lost",
-            Retry::NotMe => "not_me",
-        }
+        Self::NAMES[self as usize]
     }
 }
 
