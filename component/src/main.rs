@@ -397,7 +397,7 @@ impl Component {
             }
         }
         if let Some(m) = &mut self.metrics {
-            m.update(&self.proxy);
+            m.update(&mut self.proxy);
         }
         Ok(())
     }

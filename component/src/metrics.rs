@@ -1,49 +1,71 @@
-//! The module's metrics, in OpenMetrics text on an optional HTTP listener.
+//! The core's metrics ([`FAMILIES`]), in OpenMetrics text on an optional
+//! HTTP listener.
 //!
-//! The same metrics as the Prosody module reports (README, "Metrics"),
-//! named `client_proxy_*` and labelled with the component's `host`. The
-//! counts come from the core's [`Stats`] and [`Proxy::count_states`],
-//! brought up to date after every event; the round-trip times are observed
-//! as replies are forwarded. The listener is a minimal HTTP/1.0 server:
-//! `GET /metrics`, one answer per connection, then close.
+//! Named `client_proxy_*` and labelled with the component's `host`; each
+//! family, label value and bucket is the core's declaration. The counts
+//! come from [`Proxy::collect`] after every event; the round-trip times are
+//! observed as replies are forwarded. The listener is hyper's HTTP/1 server
+//! (well kept, and what tokio's ecosystem serves HTTP with): `GET` or
+//! `HEAD /metrics`, one answer per connection, at most
+//! [`MAX_CONNECTIONS`] at once, each done within [`CONNECTION_TIMEOUT`].
 
 use std::borrow::Cow;
-use std::io;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use client_proxy::core::{DropReason, EjectReason, Outcome, Proxy, Retry, State, Stats};
+use client_proxy::core::{Measure, Proxy, Sample, FAMILIES};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, CONTENT_TYPE as CONTENT_TYPE_HEADER};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::time::timeout;
-
-/// The module's buckets, in seconds: 1 ms to 30 s.
-pub const RTT_BUCKETS: [f64; 15] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
-];
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-type Label = [(&'static str, &'static str); 1];
+/// A family's label, if it has one.
+type Labels = Vec<(&'static str, &'static str)>;
 
-/// The metrics' handles, kept by the event loop, and the counts they
-/// last showed.
+/// Histograms with the declared buckets.
+#[derive(Clone)]
+struct Buckets(&'static [f64]);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
+    }
+}
+
+/// One registered family, by kind.
+enum Handle {
+    Counter(Family<Labels, Counter>),
+    Gauge(Family<Labels, Gauge>),
+    Histogram(Family<Labels, Histogram, Buckets>),
+}
+
+/// The metrics' handles, kept by the event loop.
 pub struct Metrics {
     registry: Arc<Registry>,
-    requests: Family<Label, Counter>,
-    retries: Family<Label, Counter>,
-    ejections: Family<Label, Counter>,
-    dropped: Family<Label, Counter>,
-    in_flight: Gauge,
-    resources: Family<Label, Gauge>,
-    rtt: Histogram,
-    last: Stats,
+    /// In the order of [`FAMILIES`].
+    handles: Vec<Handle>,
+}
+
+fn labels(family: usize, value: Option<&'static str>) -> Labels {
+    match (FAMILIES[family].label, value) {
+        (Some((name, _)), Some(value)) => vec![(name, value)],
+        _ => Vec::new(),
+    }
 }
 
 impl Metrics {
@@ -52,68 +74,49 @@ impl Metrics {
             "client_proxy",
             [(Cow::Borrowed("host"), Cow::Owned(host.to_owned()))].into_iter(),
         );
-        let requests = Family::<Label, Counter>::default();
-        let retries = Family::<Label, Counter>::default();
-        let ejections = Family::<Label, Counter>::default();
-        let dropped = Family::<Label, Counter>::default();
-        let in_flight = Gauge::default();
-        let resources = Family::<Label, Gauge>::default();
-        let rtt = Histogram::new(RTT_BUCKETS);
-        // Every label value from the start, at zero.
-        for o in Outcome::ALL {
-            drop(requests.get_or_create(&[("outcome", o.as_str())]));
+        let mut handles = Vec::new();
+        for (i, family) in FAMILIES.iter().enumerate() {
+            let values: Vec<Option<&'static str>> = match family.label {
+                Some((_, values)) => values.iter().copied().map(Some).collect(),
+                None => vec![None],
+            };
+            let unit = match family.unit {
+                "" => None,
+                "seconds" => Some(Unit::Seconds),
+                other => Some(Unit::Other(other.into())),
+            };
+            // Every label value from the start, at zero.
+            let handle = match family.measure {
+                Measure::Counter => {
+                    let f = Family::<Labels, Counter>::default();
+                    values
+                        .iter()
+                        .for_each(|v| drop(f.get_or_create(&labels(i, *v))));
+                    register(&mut registry, family.name, family.help, unit, f.clone());
+                    Handle::Counter(f)
+                }
+                Measure::Gauge => {
+                    let f = Family::<Labels, Gauge>::default();
+                    values
+                        .iter()
+                        .for_each(|v| drop(f.get_or_create(&labels(i, *v))));
+                    register(&mut registry, family.name, family.help, unit, f.clone());
+                    Handle::Gauge(f)
+                }
+                Measure::Histogram(buckets) => {
+                    let f = Family::new_with_constructor(Buckets(buckets));
+                    values
+                        .iter()
+                        .for_each(|v| drop(f.get_or_create(&labels(i, *v))));
+                    register(&mut registry, family.name, family.help, unit, f.clone());
+                    Handle::Histogram(f)
+                }
+            };
+            handles.push(handle);
         }
-        for r in Retry::ALL {
-            drop(retries.get_or_create(&[("reason", r.as_str())]));
-        }
-        for e in EjectReason::ALL {
-            drop(ejections.get_or_create(&[("reason", e.as_str())]));
-        }
-        for d in DropReason::ALL {
-            drop(dropped.get_or_create(&[("reason", d.as_str())]));
-        }
-        drop(resources.get_or_create(&[("state", "online")]));
-        for s in State::ALL {
-            drop(resources.get_or_create(&[("state", s.as_str())]));
-        }
-        registry.register(
-            "requests",
-            "Requests by how they ended, and refusals",
-            requests.clone(),
-        );
-        registry.register(
-            "retries",
-            "Requests sent to another resource, by why",
-            retries.clone(),
-        );
-        registry.register("ejections", "Resources ejected, by why", ejections.clone());
-        registry.register(
-            "dropped_stanzas",
-            "Stanzas dropped, by reason",
-            dropped.clone(),
-        );
-        registry.register("in_flight", "Requests in flight", in_flight.clone());
-        registry.register(
-            "resources",
-            "Resources of the target online, by state",
-            resources.clone(),
-        );
-        registry.register_with_unit(
-            "rtt",
-            "Round-trip time of proxied requests",
-            Unit::Seconds,
-            rtt.clone(),
-        );
         Metrics {
             registry: Arc::new(registry),
-            requests,
-            retries,
-            ejections,
-            dropped,
-            in_flight,
-            resources,
-            rtt,
-            last: Stats::default(),
+            handles,
         }
     }
 
@@ -123,46 +126,43 @@ impl Metrics {
     }
 
     /// Brings the counts up to date with the core's.
-    pub fn update<P: Clone>(&mut self, proxy: &Proxy<P>) {
-        let stats = proxy.stats();
-        let add = |family: &Family<Label, Counter>, key, value, now: u64, before: u64| {
-            if now > before {
-                family.get_or_create(&[(key, value)]).inc_by(now - before);
+    pub fn update<P: Clone>(&mut self, proxy: &mut Proxy<P>) {
+        for sample in proxy.collect() {
+            match sample {
+                Sample::Add { family, label, by } => {
+                    if let Handle::Counter(f) = &self.handles[family] {
+                        f.get_or_create(&labels(family, label)).inc_by(by);
+                    }
+                }
+                Sample::Set {
+                    family,
+                    label,
+                    value,
+                } => {
+                    if let Handle::Gauge(f) = &self.handles[family] {
+                        f.get_or_create(&labels(family, label)).set(value as i64);
+                    }
+                }
             }
-        };
-        for (i, o) in Outcome::ALL.iter().enumerate() {
-            let (now, before) = (stats.outcomes[i], self.last.outcomes[i]);
-            add(&self.requests, "outcome", o.as_str(), now, before);
-        }
-        for (i, r) in Retry::ALL.iter().enumerate() {
-            let (now, before) = (stats.retries[i], self.last.retries[i]);
-            add(&self.retries, "reason", r.as_str(), now, before);
-        }
-        for (i, e) in EjectReason::ALL.iter().enumerate() {
-            let (now, before) = (stats.ejections[i], self.last.ejections[i]);
-            add(&self.ejections, "reason", e.as_str(), now, before);
-        }
-        for (i, d) in DropReason::ALL.iter().enumerate() {
-            let (now, before) = (stats.dropped[i], self.last.dropped[i]);
-            add(&self.dropped, "reason", d.as_str(), now, before);
-        }
-        if *stats != self.last {
-            self.last = stats.clone();
-        }
-        self.in_flight.set(proxy.in_flight() as i64);
-        self.resources
-            .get_or_create(&[("state", "online")])
-            .set(proxy.online() as i64);
-        for (state, count) in State::ALL.iter().zip(proxy.count_states()) {
-            self.resources
-                .get_or_create(&[("state", state.as_str())])
-                .set(count as i64);
         }
     }
 
     /// A reply forwarded after this long in flight.
     pub fn observe_rtt(&self, rtt: Duration) {
-        self.rtt.observe(rtt.as_secs_f64());
+        let rtt_family = FAMILIES.iter().position(|f| f.name == "rtt");
+        if let Some(Handle::Histogram(f)) = rtt_family.map(|i| &self.handles[i]) {
+            f.get_or_create(&Vec::new()).observe(rtt.as_secs_f64());
+        }
+    }
+}
+
+fn register<M>(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>, metric: M)
+where
+    M: prometheus_client::registry::Metric,
+{
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric),
+        None => registry.register(name, help, metric),
     }
 }
 
@@ -173,69 +173,69 @@ pub fn render(registry: &Registry) -> String {
     body
 }
 
-/// The status line, content type and body for a request's first line.
-pub fn respond(request_line: &str, registry: &Registry) -> (&'static str, &'static str, String) {
-    let mut parts = request_line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
+/// The status, content type and body for a request's method and path.
+pub fn respond(
+    method: &Method,
+    path: &str,
+    registry: &Registry,
+) -> (StatusCode, &'static str, String) {
     let text = "text/plain; charset=utf-8";
     match (method, path) {
-        ("GET" | "HEAD", "/metrics") => ("200 OK", CONTENT_TYPE, render(registry)),
-        ("GET" | "HEAD", _) => ("404 Not Found", text, "Not found: try /metrics\n".into()),
-        ("", _) => ("400 Bad Request", text, "Bad request\n".into()),
-        _ => ("405 Method Not Allowed", text, "Only GET /metrics\n".into()),
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            (StatusCode::OK, CONTENT_TYPE, render(registry))
+        }
+        (&Method::GET | &Method::HEAD, _) => (
+            StatusCode::NOT_FOUND,
+            text,
+            "Not found: try /metrics\n".into(),
+        ),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            text,
+            "Only GET /metrics\n".into(),
+        ),
     }
 }
 
+/// Connections served at once; more wait to be accepted.
+pub const MAX_CONNECTIONS: usize = 16;
 /// How long one connection may take, from accepting it to the last byte.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
-/// The most of a request read: its head only.
-const MAX_HEAD: usize = 8192;
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the metrics until the program stops.
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let registry = registry.clone();
-                tokio::spawn(async move {
-                    let _ = timeout(CONNECTION_TIMEOUT, answer(stream, &registry)).await;
-                });
-            }
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
             // Out of file descriptors, or the like: try again shortly.
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let (status, content_type, body) =
+                    respond(request.method(), request.uri().path(), &registry);
+                let mut response = Response::new(Full::new(Bytes::from(body)));
+                *response.status_mut() = status;
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE_HEADER, HeaderValue::from_static(content_type));
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let connection = http1::Builder::new()
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = timeout(CONNECTION_TIMEOUT, connection).await;
+            drop(slot);
+        });
     }
-}
-
-async fn answer(mut stream: TcpStream, registry: &Registry) -> io::Result<()> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-        if head.len() > MAX_HEAD {
-            break;
-        }
-    }
-    let head = String::from_utf8_lossy(&head);
-    let first = head.lines().next().unwrap_or("");
-    let (status, content_type, body) = respond(first, registry);
-    let body = if first.starts_with("HEAD ") {
-        String::new()
-    } else {
-        body
-    };
-    let response = format!(
-        "HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
 }
 
 #[cfg(test)]
@@ -267,7 +267,7 @@ mod tests {
             t,
             || Some(()),
         );
-        m.update(&p);
+        m.update(&mut p);
         m.observe_rtt(Duration::from_millis(3));
         let body = render(&m.registry());
         assert!(body.ends_with("# EOF\n"), "{body}");
@@ -323,7 +323,7 @@ mod tests {
             assert!(body.contains(ty), "{ty}\n{body}");
         }
         // Counted once, not again at the next update.
-        m.update(&p);
+        m.update(&mut p);
         let body = render(&m.registry());
         let l = line(
             &body,
@@ -333,18 +333,56 @@ mod tests {
     }
 
     #[test]
-    fn answers_get_metrics_only() {
+    fn answers_get_and_head_metrics_only() {
         let m = Metrics::new("p.example");
         let r = m.registry();
-        let (status, ty, body) = respond("GET /metrics HTTP/1.0", &r);
-        assert_eq!((status, ty), ("200 OK", CONTENT_TYPE));
+        let (status, ty, body) = respond(&Method::GET, "/metrics", &r);
+        assert_eq!((status, ty), (StatusCode::OK, CONTENT_TYPE));
         assert!(body.contains("client_proxy_in_flight"));
-        assert_eq!(respond("GET /metrics?x=1 HTTP/1.1", &r).0, "200 OK");
-        assert_eq!(respond("GET / HTTP/1.0", &r).0, "404 Not Found");
+        assert_eq!(respond(&Method::HEAD, "/metrics", &r).0, StatusCode::OK);
+        assert_eq!(respond(&Method::GET, "/", &r).0, StatusCode::NOT_FOUND);
         assert_eq!(
-            respond("POST /metrics HTTP/1.0", &r).0,
-            "405 Method Not Allowed"
+            respond(&Method::POST, "/metrics", &r).0,
+            StatusCode::METHOD_NOT_ALLOWED
         );
-        assert_eq!(respond("", &r).0, "400 Bad Request");
+    }
+
+    /// Writes `request` on a new connection and reads the answer to its end.
+    async fn exchange(addr: std::net::SocketAddr, request: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn the_listener_answers_head_with_the_headers_of_get_and_bounds_its_connections() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, Metrics::new("p.example").registry()));
+        let get = exchange(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let head = exchange(addr, "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let (get_head, get_body) = get.split_once("\r\n\r\n").unwrap();
+        let length = format!("content-length: {}", get_body.len());
+        assert!(get_head.to_lowercase().contains(&length), "{get_head}");
+        assert!(head.to_lowercase().contains(&length), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "a body after HEAD: {head}");
+        // Connections that send nothing take every slot: the next waits.
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let waiting = tokio::spawn(exchange(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "answered past the bound");
+        drop(idle.pop());
+        let answer = timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
 }

@@ -124,7 +124,8 @@ fn command() -> Command {
         let mut arg = Arg::new(spec.key)
             .long(flag.clone())
             .value_name(value_name)
-            .action(ArgAction::Set)
+            // Given again, a flag overrides (a list's values add up).
+            .action(ArgAction::Append)
             .help(help);
         if flag != spec.key {
             // As the file writes it.
@@ -230,6 +231,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
             return Ok(Parsed::Help(e.to_string()))
         }
+        Err(e) if e.kind() == clap::error::ErrorKind::UnknownArgument => {
+            let arg = e.get(clap::error::ContextKind::InvalidArg);
+            return Err(format!(
+                "unknown option '{}' (see --help)",
+                arg.map(|a| a.to_string()).unwrap_or_default()
+            ));
+        }
         Err(e) => return Err(e.render().to_string().trim_end().replace("error: ", "")),
     };
     let mut values: Vec<(&'static OptionSpec, Value)> = Vec::new();
@@ -244,10 +252,23 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
         }
     }
     for spec in declarations() {
-        if let Some(text) = matches.get_one::<String>(spec.key) {
-            values.retain(|(s, _)| s.key != spec.key);
-            values.push((spec, from_flag(spec, text)?));
-        }
+        let Some(given) = matches.get_many::<String>(spec.key) else {
+            continue;
+        };
+        let given: Vec<&String> = given.collect();
+        let value = match spec.kind {
+            OptionKind::List => from_flag(
+                spec,
+                &given
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )?,
+            _ => from_flag(spec, given.last().expect("given at least once"))?,
+        };
+        values.retain(|(s, _)| s.key != spec.key);
+        values.push((spec, value));
     }
     settings(values).map(|s| Parsed::Run(Box::new(s)))
 }
