@@ -32,12 +32,14 @@
 //! # }
 //! ```
 
+mod broken;
 mod client;
 mod component;
 mod ejabberd;
 mod fixture;
 mod prosody;
 
+pub use broken::failing_plugin_dir;
 pub use client::{
     element, error_condition, iq, ping, refusal, served_by, spawn_echo, EchoHandle, EchoMode,
     RawClient, Xmpp, NS_CLIENT, NS_PING, NS_TESTBED,

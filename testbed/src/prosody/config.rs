@@ -27,6 +27,50 @@ module:hook_global("server-started", function ()
 end);
 "#;
 
+/// Holds back what the server sends a contact of an account's presence by
+/// itself (RFC 6121's pushes on `subscribed`, on a `subscribe` from a
+/// contact already approved, and each resource's own broadcast): that
+/// account's available presence reaches the contact only in answer to the
+/// contact's probe. Optionally the server's own `subscribed` answers are
+/// held back too. Loaded on every VirtualHost; acts on the account's.
+const PROBE_ONLY_PLUGIN: &str = r#"-- Written by client_proxy_testbed: the account's available presence
+-- reaches the contact only while the server answers the contact's probe.
+local jid_bare = require "util.jid".bare;
+local account = module:get_option_string("testbed_probe_only_account");
+local contact = module:get_option_string("testbed_probe_only_contact");
+local hold_subscribed = module:get_option_boolean("testbed_probe_only_subscribed", false);
+if not account or account:match("@(.*)$") ~= module.host then
+	return;
+end
+local answering = 0;
+module:wrap_event("presence/bare", function (handlers, event_name, event_data)
+	local attr = event_data.stanza.attr;
+	local probe = attr.type == "probe" and jid_bare(attr.from) == contact and jid_bare(attr.to) == account;
+	if not probe then
+		return handlers(event_name, event_data);
+	end
+	answering = answering + 1;
+	local ok, ret = pcall(handlers, event_name, event_data);
+	answering = answering - 1;
+	if not ok then
+		error(ret, 0);
+	end
+	return ret;
+end);
+module:hook("pre-presence/host", function (event)
+	local attr = event.stanza.attr;
+	if attr.to ~= contact or jid_bare(attr.from or "") ~= account then
+		return;
+	end
+	local held = (attr.type == nil and answering == 0)
+		or (hold_subscribed and attr.type == "subscribed" and event.origin.type ~= "c2s");
+	if held then
+		module:log("debug", "Testbed: held back %s presence from %s to %s", attr.type or "available", attr.from, attr.to);
+		return true;
+	end
+end, 1000);
+"#;
+
 /// Configuration of a test server, turned into a [`Prosody`] by
 /// [`start`](Self::start).
 ///
@@ -51,6 +95,9 @@ pub struct ProsodyBuilder {
     pub(super) http: bool,
     /// Open the component port (XEP-0114) on 127.0.0.1.
     pub(super) component_port: bool,
+    /// (account, contact, hold `subscribed` too): see
+    /// [`presence_only_by_probe`](Self::presence_only_by_probe).
+    probe_only: Option<(String, String, bool)>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,7 +127,26 @@ impl ProsodyBuilder {
             log_level: "debug".to_owned(),
             http: false,
             component_port: false,
+            probe_only: None,
         }
+    }
+
+    /// The server sends `contact` the available presence of `account`'s
+    /// resources only in answer to a probe from `contact`: what it pushes by
+    /// itself (on `subscribed`, on a `subscribe` from a contact already
+    /// approved, each resource's own broadcast) is held back. With
+    /// `hold_subscribed`, so are the `subscribed` answers the server makes
+    /// on the account's behalf (not those its clients send). A test thus
+    /// sees what a component learns only by probing.
+    pub fn presence_only_by_probe(
+        mut self,
+        account: &str,
+        contact: &str,
+        hold_subscribed: bool,
+    ) -> Self {
+        self.probe_only = Some((account.to_owned(), contact.to_owned(), hold_subscribed));
+        self.modules.push("testbed_probe_only".to_owned());
+        self
     }
 
     /// Serves HTTP on 127.0.0.1 on a free port (see [`Prosody::http_addr`])
@@ -212,6 +278,10 @@ impl ProsodyBuilder {
             fs::create_dir(server.dir.join(sub))?;
         }
         fs::write(server.dir.join("plugins/mod_testbed.lua"), TESTBED_PLUGIN)?;
+        fs::write(
+            server.dir.join("plugins/mod_testbed_probe_only.lua"),
+            PROBE_ONLY_PLUGIN,
+        )?;
         server.port = match port {
             Some(port) => port,
             None => free_port()?,
@@ -332,6 +402,11 @@ impl Prosody {
         // Plain TCP clients: no TLS, SASL PLAIN allowed.
         line("c2s_require_encryption = false".into());
         line("allow_unencrypted_plain_auth = true".into());
+        if let Some((account, contact, hold_subscribed)) = &cfg.probe_only {
+            line(format!("testbed_probe_only_account = {}", lua_str(account)));
+            line(format!("testbed_probe_only_contact = {}", lua_str(contact)));
+            line(format!("testbed_probe_only_subscribed = {hold_subscribed}"));
+        }
         for option in &cfg.global_options {
             line(option.clone());
         }
