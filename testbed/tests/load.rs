@@ -6,17 +6,62 @@
 use std::time::{Duration, Instant};
 
 use client_proxy_testbed::{
-    error_condition, ping, spawn_echo, EchoMode, Installation, ProxyServer, PROXY,
+    error_condition, ping, spawn_echo, EchoMode, Installation, ProxyServer, PROXY, TARGET,
 };
 
 const WAIT: Duration = Duration::from_secs(5);
 
-/// Every option of the README's table, at a value other than its default.
+/// Every option of the README's table but `target_address` (which the
+/// fixture sets), at a value other than its default.
 const EVERY_OPTION: &str = "client_proxy_timeout = 20
-client_proxy_get_attempts = 3
+client_proxy_attempts = 3
+client_proxy_balance = \"least_in_flight\"
+client_proxy_sticky = \"requester\"
+client_proxy_resources = { \"r*\" }
+client_proxy_drain_show = { \"dnd\", \"xa\" }
+client_proxy_eject_after_timeouts = 5
+client_proxy_messages = true
+client_proxy_outbound_iq = true
 client_proxy_max_in_flight = 5000
 client_proxy_max_in_flight_per_requester = 50
-client_proxy_manage_roster = true";
+client_proxy_manage_roster = false
+client_proxy_max_bytes_in_flight = 1048576
+client_proxy_max_depth = 32";
+
+/// `(option, default)` of each row of the README's option table, the
+/// default as written between backquotes (empty where it has none).
+fn readme_options() -> Vec<(String, String)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("read README.md");
+    let table = readme
+        .split("## Configuration")
+        .nth(1)
+        .expect("a Configuration section");
+    table
+        .lines()
+        .skip_while(|l| !l.starts_with("| option"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let unquote = |cell: &str| cell.split('`').nth(1).unwrap_or("").to_owned();
+            (unquote(cells[1]), unquote(cells[2]))
+        })
+        .collect()
+}
+
+#[test]
+fn every_option_of_the_readme_is_set_at_another_value_than_its_default() {
+    let options = readme_options();
+    assert!(options.len() >= 15, "{options:?}");
+    for (name, default) in options.iter().filter(|(n, _)| n != "target_address") {
+        let value = EVERY_OPTION
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} = ")))
+            .unwrap_or_else(|| panic!("{name} is not set"));
+        assert_ne!(value, default, "{name} is set to its default");
+    }
+}
 
 fn assert_clean(server: &ProxyServer, what: &str) {
     let problems = server.prosody().warnings_and_errors();
@@ -30,10 +75,13 @@ fn assert_clean(server: &ProxyServer, what: &str) {
 
 #[tokio::test]
 async fn a_good_config_loads_reloads_and_serves_without_a_warning_or_an_error() {
+    // The roster is not managed: the approval is in place, as an operator
+    // leaves it.
     let server = ProxyServer::builder(EVERY_OPTION)
         .with(|b| {
             b.global_option("statistics = \"internal\"")
                 .global_option("statistics_interval = \"manual\"")
+                .roster_item(TARGET, PROXY, "from")
         })
         .start()
         .expect("start Prosody with client_proxy");
@@ -51,6 +99,23 @@ async fn a_good_config_loads_reloads_and_serves_without_a_warning_or_an_error() 
     let reply = alice.request(PROXY, "get", "q2", ping(), WAIT).await;
     assert_eq!(reply.expect("a reply").attr("type"), Some("result"));
     assert_clean(&server, "while serving and reloading");
+    // The options are in force, not left at their defaults.
+    let status = server
+        .prosody()
+        .shell(&format!("client_proxy:status(\"{PROXY}\")"))
+        .expect("status");
+    for part in [
+        "balance least_in_flight",
+        "sticky requester",
+        "attempts 3",
+        "timeout 20 s",
+        "eject after 5 timeouts",
+        "drain show dnd,xa",
+        "resources r*",
+        "max in flight 5000 (50 per requester)",
+    ] {
+        assert!(status.contains(part), "{part}: {status}");
+    }
 }
 
 #[tokio::test]
