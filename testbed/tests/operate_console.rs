@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use client_proxy_testbed::{
-    error_condition, iq, ping, served_by, spawn_echo, spread, EchoMode, ProxyServer, Xmpp,
+    element, error_condition, iq, ping, served_by, spawn_echo, spread, EchoMode, ProxyServer, Xmpp,
     PASSWORD, PROXY, TARGET,
 };
 use minidom::Element;
@@ -15,7 +15,6 @@ use minidom::Element;
 mod operate_common;
 use operate_common::{module_lines, next_request, resource, resource_of, until_seen_once, WAIT};
 
-const QUIET: Duration = Duration::from_millis(700);
 const NEW_TARGET: &str = "svc2@localhost";
 
 fn server(options: &str) -> ProxyServer {
@@ -48,10 +47,33 @@ fn assert_error(reply: &Element, ty: &str, condition: &str) {
     assert_eq!(reply.attr("from"), Some(PROXY), "{}", show(reply));
 }
 
+/// Nothing more reaches `client` (a requester): the module handles what
+/// reaches it in order, so anything it had sent would arrive before its
+/// answer to a message sent now (feature-not-implemented).
 async fn assert_quiet(client: &mut Xmpp) {
-    if let Some(stanza) = client.recv(QUIET).await {
-        panic!("{} got one more: {}", client.jid(), show(&stanza));
-    }
+    let message = element(
+        "message",
+        "jabber:client",
+        &[("to", PROXY), ("id", "sentinel")],
+    )
+    .append(
+        Element::builder("body", "jabber:client")
+            .append("?")
+            .build(),
+    )
+    .build();
+    client.send(message).await.unwrap();
+    let first = client
+        .recv_matching(WAIT, |s| s.name() != "presence")
+        .await
+        .expect("the sentinel answered");
+    assert_eq!(
+        (first.name(), first.attr("id")),
+        ("message", Some("sentinel")),
+        "{} got one more: {}",
+        client.jid(),
+        show(&first)
+    );
 }
 
 fn reload(server: &ProxyServer) -> String {
@@ -302,8 +324,11 @@ async fn drain_by_operator_is_as_dnd_and_outlasts_a_reload() {
     r1.sync().await;
     assert!(resource_line(&status(&server), "r1").contains("draining (operator)"));
     assert_eq!(spread(&mut alice, "b", 6).await.get("r2"), Some(&6));
+    // A get sent to r1, which does not answer, would have held spread up.
     let nothing = r1
-        .recv_matching(QUIET, |s| s.name() == "iq" && s.attr("type") == Some("get"))
+        .recv_matching(Duration::ZERO, |s| {
+            s.name() == "iq" && s.attr("type") == Some("get")
+        })
         .await;
     assert!(nothing.is_none(), "{}", show(&nothing.unwrap()));
 
@@ -357,7 +382,17 @@ async fn console_refuses_bad_arguments_in_one_line() {
 
 #[tokio::test]
 async fn reload_with_a_new_target_answers_the_old_and_serves_the_new() {
-    let server = server("client_proxy_timeout = 20");
+    // The server gives the component svc2's presence only in answer to
+    // its probe, and makes no `subscribed` answer of its own (which would
+    // make the component probe too): new1 is learned by the probe the
+    // component sends as it starts with the new target.
+    let server = ProxyServer::builder("client_proxy_timeout = 20")
+        .with(|b| {
+            b.user(NEW_TARGET, PASSWORD)
+                .presence_only_by_probe(NEW_TARGET, PROXY, true)
+        })
+        .start()
+        .expect("start Prosody with client_proxy");
     let old = spawn_echo(server.service("old1").await);
     old.set_mode(EchoMode::Silent);
     let new = spawn_echo(resource_of(&server, NEW_TARGET, "new1", None, 0).await);
