@@ -4,7 +4,7 @@
 
 use client_proxy::core::{
     Action, Balance, Body, Condition, Config, Defect, ErrorType, Kind, Proxy, Stanza, StanzaError,
-    Sticky, Time, Verdict, MAX_IN_FLIGHT_RANGE,
+    Sticky, Time, Value, Verdict, MAX_IN_FLIGHT_RANGE,
 };
 use proptest::prelude::*;
 
@@ -159,14 +159,14 @@ proptest! {
         max in any::<f64>(),
     ) {
         let mut c = Config::new(host.clone(), target.clone());
-        c.timeout = timeout;
-        if let Ok(v) = Config::whole("client_proxy_attempts", attempts, (1, 10)) {
-            prop_assert!((1..=10).contains(&v));
-            c.attempts = v;
+        // Values in range are taken; any other is refused and changes nothing.
+        for (key, v) in [("timeout", timeout), ("attempts", attempts), ("max_in_flight", max)] {
+            let before = c.clone();
+            if c.set(key, Value::Number(v)).is_err() {
+                prop_assert_eq!(&c, &before);
+            }
         }
-        if let Ok(v) = Config::whole("client_proxy_max_in_flight", max, MAX_IN_FLIGHT_RANGE) {
-            c.max_in_flight = v;
-        }
+        prop_assert!((1..=10).contains(&c.attempts));
         if let Ok(sticky) = Sticky::parse(&host) {
             prop_assert!(sticky == Sticky::Requester || host.contains('@') || host.ends_with('#'));
         }
