@@ -76,7 +76,7 @@ end
 local proxy, route; -- this instance's handle, and its router
 
 -- Sends what the core queued; defined below.
-local drain;
+local flush;
 
 -- On a reload, the previous instance's handle (with everything online and
 -- in flight, and what the metrics have counted of it).
@@ -136,7 +136,7 @@ local function take_over(options, refused)
 	local fresh = proxy;
 	proxy = previous;
 	proxy:close();
-	drain();
+	flush();
 	update_metrics(previous);
 	proxy = fresh;
 	module:log("info", "target_address changed from %s to %s: requests in flight answered, "
@@ -209,23 +209,21 @@ local function error_iq(to, id, error_type, condition, from)
 		:up();
 end
 
--- Sends what the core queued: presence, errors for settled requests,
--- requests sent again, log lines.
-function drain()
-	while true do
-		local kind, a, b, c, d, e = proxy:poll();
-		if kind == nil then
-			return;
-		elseif kind == "presence" then
-			module:send(st.presence({ from = module.host, to = a, type = b }));
+-- Sends what the core queued (presence, errors for settled requests,
+-- requests sent again) and logs what it reported.
+function flush()
+	for action in proxy.poll, proxy do
+		local kind = action.kind;
+		if kind == "presence" then
+			module:send(st.presence({ from = module.host, to = action.to, type = action.type }));
 		elseif kind == "error" then
-			send(error_iq(a, b, c, d, e));
+			send(error_iq(action.to, action.id, action.type, action.condition, action.from));
 		elseif kind == "resend" then
-			local stanza = st.clone(a);
-			stanza.attr.from, stanza.attr.to = b, c;
+			local stanza = st.clone(action.stanza);
+			stanza.attr.from, stanza.attr.to = action.from, action.to;
 			send(stanza);
 		elseif kind == "log" then
-			module:log(a, "%s", b);
+			module:log(action.level, "%s", action.message);
 		end
 	end
 end
@@ -274,7 +272,7 @@ local timer, timer_due;
 local function on_timer()
 	local now = monotonic();
 	proxy:expire(now);
-	drain();
+	flush();
 	local deadline = proxy:next_deadline();
 	if not deadline then
 		timer, timer_due = nil, nil;
@@ -349,7 +347,7 @@ local function handle_stanza(event)
 	local stanza = event.stanza;
 	local verdict, a, b, c, now, queued, id = route_stanza(stanza);
 	if queued then
-		drain();
+		flush();
 	end
 	if verdict == "forward" then
 		stanza.attr.from, stanza.attr.to = a, b;
@@ -372,7 +370,7 @@ local function handle_stanza(event)
 	elseif verdict == "error" then
 		send(st.error_reply(stanza, a, b));
 	elseif verdict == "done" then
-		drain();
+		flush();
 	elseif verdict ~= "failed" then -- "drop", or "pass": not ours, Prosody may have it
 		module:log("debug", "Dropped (%s) %s", a, describe(stanza));
 		if verdict == "pass" then
@@ -437,7 +435,7 @@ local function start()
 	end
 	if fresh_start then
 		proxy:start();
-		drain();
+		flush();
 	end
 	started = true;
 end
@@ -449,20 +447,20 @@ end
 function module.unload()
 	if module.reloading then return; end
 	proxy:close();
-	drain();
+	flush();
 	forget_metrics();
 end
 
 -- What the admin console's client_proxy commands call (see below).
 function module.client_proxy_status()
 	local lines = proxy:status(monotonic());
-	drain();
+	flush();
 	return lines;
 end
 
 function module.client_proxy_drain(resource, drained)
 	local ok, err = proxy:drain(resource, drained);
-	drain();
+	flush();
 	return ok, err;
 end
 

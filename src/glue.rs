@@ -17,7 +17,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 use std::{mem, slice, str};
 
-use mlua::{ffi, IntoLuaMulti, Lua, MultiValue, Result, Table, UserData, UserDataMethods, Value};
+use mlua::{ffi, Lua, Result, Table, UserData, UserDataMethods, Value};
 
 use crate::core::{Action, Body, Config, Kind, OptionKind, Proxy, Stanza, Time, Value as Opt};
 use crate::core::{Measure, Sample, Verdict, FAMILIES, OPTIONS};
@@ -200,9 +200,6 @@ impl UserData for Handle {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         // -> route(name, type, from, to, id, show, priority, now, stanza, condition, key)
         methods.add_method("router", |lua, this, ()| router(lua, &this.0));
-        // -> "presence", to, type | "error", to, id, type, condition
-        //  | "resend", stanza, from, to | "log", level, message | nil
-        // (an "error" to a resource about its own request has its from sixth)
         methods.add_method("poll", |lua, this, ()| poll(lua, &mut this.0.proxy()));
         methods.add_method("start", |_, this, ()| {
             this.0.proxy().start();
@@ -472,29 +469,53 @@ fn release_with(lua: &Lua, released: &Released) -> Result<()> {
     unsafe { lua.exec_raw((), |state| release(state, released)) }
 }
 
-fn poll(lua: &Lua, proxy: &mut Proxy<Payload>) -> Result<MultiValue> {
-    match proxy.poll_action() {
-        None => Ok(MultiValue::new()),
-        Some(Action::Presence { ty, to }) => ("presence", to, ty.as_attr()).into_lua_multi(lua),
-        Some(Action::Error {
+/// The next thing the core queued, as a table of named fields, or nil:
+/// `{ kind = "presence", to, type }`, `{ kind = "error", to, id, type,
+/// condition, from }` (`from` nil: the component's host), `{ kind =
+/// "resend", stanza, from, to }`, or `{ kind = "log", level, message }`.
+fn poll(lua: &Lua, proxy: &mut Proxy<Payload>) -> Result<Option<Table>> {
+    let Some(action) = proxy.poll_action() else {
+        return Ok(None);
+    };
+    let t = lua.create_table()?;
+    match action {
+        Action::Presence { ty, to } => {
+            t.set("kind", "presence")?;
+            t.set("to", to)?;
+            t.set("type", ty.as_attr())?;
+        }
+        Action::Error {
             from,
             to,
             id,
             error,
-        }) => ("error", to, id, error.0.as_str(), error.1.as_str(), from).into_lua_multi(lua),
-        Some(Action::Resend { payload, from, to }) => {
+        } => {
+            t.set("kind", "error")?;
+            t.set("to", to)?;
+            t.set("id", id)?;
+            t.set("type", error.0.as_str())?;
+            t.set("condition", error.1.as_str())?;
+            t.set("from", from)?;
+        }
+        Action::Resend { payload, from, to } => {
             // SAFETY: pushes the registry entry the payload owns.
             let stanza: Value = unsafe {
                 lua.exec_raw((), |state| {
                     ffi::lua_rawgeti(state, ffi::LUA_REGISTRYINDEX, payload.id.into());
                 })?
             };
-            ("resend", stanza, from, to).into_lua_multi(lua)
+            t.set("kind", "resend")?;
+            t.set("stanza", stanza)?;
+            t.set("from", from)?;
+            t.set("to", to)?;
         }
-        Some(Action::Log { level, message }) => {
-            ("log", level.as_str(), message).into_lua_multi(lua)
+        Action::Log { level, message } => {
+            t.set("kind", "log")?;
+            t.set("level", level.as_str())?;
+            t.set("message", message)?;
         }
     }
+    Ok(Some(t))
 }
 
 /// The metric families the shim registers: `{ name, kind, unit, help,

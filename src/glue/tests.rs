@@ -70,8 +70,9 @@ fn a_verdict_says_when_the_event_queued_actions_too() {
             local v, _, _, _, queued = route("iq", "result", "s@example/b",
                 "p.example/u@example/r", "1", nil, nil, 0)
             assert(v == "forward")
-            local kind, level, message = p:poll()
-            assert(kind == "log" and message:match("^Ejected") and p:poll() == nil)
+            local logged = p:poll()
+            assert(logged.kind == "log" and logged.message:match("^Ejected") and p:poll() == nil)
+            local level = logged.level
             local _, _, _, _, after = route("iq", "get", "u@example/r", "p.example", "2", nil, nil, 0)
             return queued, level, after
             "#,
@@ -106,7 +107,10 @@ fn status_drain_and_state_counts_cross_as_lua_values() {
             route("presence", nil, "s@example/b", "p.example", nil, nil, 0, 0)
             p:drain("a", true)
             local lines = p:status(0)
-            local states = p:stats().states
+            local states = {}
+            for _, s in ipairs(p:collect()) do
+                if s[1] == "resources" then states[s[2]] = s[4] end
+            end
             local ok, err = p:drain("nobody", true)
             assert(ok == nil and p:drain("a", false) == true)
             return lines[1], lines[2], states.eligible, states.draining, tostring(err)
@@ -231,11 +235,12 @@ fn resend_hands_back_the_same_stanza_table() {
             route("iq", "get", "u@example/r", "p.example", "1", nil, nil, 0, stanza)
             route("presence", nil, "s@example/b", "p.example", nil, nil, 0, 0)
             route("presence", "unavailable", "s@example/a", "p.example", nil, nil, 0, 0)
-            local kind, kept, from, to
-            repeat kind, kept, from, to = p:poll() until kind ~= "log"
-            assert(kind == "resend" and from == "p.example/u@example/r" and to == "s@example/b")
-            assert(p:poll() == "log" and p:poll() == nil)
-            return kept == stanza
+            local action
+            repeat action = p:poll() until action.kind ~= "log"
+            assert(action.kind == "resend" and action.from == "p.example/u@example/r"
+                and action.to == "s@example/b")
+            assert(p:poll().kind == "log" and p:poll() == nil)
+            return action.stanza == stanza
             "#,
         )
         .eval()
