@@ -472,7 +472,8 @@ fn release_with(lua: &Lua, released: &Released) -> Result<()> {
 /// The next thing the core queued, as a table of named fields, or nil:
 /// `{ kind = "presence", to, type }`, `{ kind = "error", to, id, type,
 /// condition, from }` (`from` nil: the component's host), `{ kind =
-/// "resend", stanza, from, to }`, or `{ kind = "log", level, message }`.
+/// "resend", stanza, from, to }`, or `{ kind = "log", level, message, event }`
+/// (`event` the report's name, `message` its text).
 fn poll(lua: &Lua, proxy: &mut Proxy<Payload>) -> Result<Option<Table>> {
     let Some(action) = proxy.poll_action() else {
         return Ok(None);
@@ -509,10 +510,11 @@ fn poll(lua: &Lua, proxy: &mut Proxy<Payload>) -> Result<Option<Table>> {
             t.set("from", from)?;
             t.set("to", to)?;
         }
-        Action::Log { level, message } => {
+        Action::Log(event) => {
             t.set("kind", "log")?;
-            t.set("level", level.as_str())?;
-            t.set("message", message)?;
+            t.set("level", event.level().as_str())?;
+            t.set("message", event.to_string())?;
+            t.set("event", event.name())?;
         }
     }
     Ok(Some(t))

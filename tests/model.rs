@@ -27,8 +27,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use client_proxy::core::{
-    Action, Body, Condition, Config, DropReason, EjectReason, ErrorType, Level, Proxy, Stanza,
-    StanzaError, Sticky, Time, Verdict,
+    Action, Body, Condition, Config, DropReason, EjectReason, ErrorType, Event as Report, Proxy,
+    Stanza, StanzaError, Sticky, Time, Verdict,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, RngAlgorithm, TestRng};
@@ -82,8 +82,8 @@ type Payload = (String, String);
 struct Run {
     proxy: Proxy<Payload>,
     model: Model,
-    /// Log lines the core queued in this step.
-    logged: Vec<(Level, String)>,
+    /// What the core reported in this step.
+    logged: Vec<Report>,
 }
 
 impl Run {
@@ -119,37 +119,33 @@ impl Run {
         let mut actions = Vec::new();
         while let Some(action) = self.proxy.poll_action() {
             match action {
-                Action::Log { level, message } => self.logged.push((level, message)),
+                Action::Log(report) => self.logged.push(report),
                 a => actions.push(a),
             }
         }
         actions
     }
 
-    /// The log lines of a step are those the model expects: ejections (D6,
+    /// The reports of a step are those the model expects: ejections (D6,
     /// D7) and readmissions (D8) with their lengths and reasons, filtered
-    /// resources (D1). No other line may speak of those; lines about
+    /// resources (D1). No other report may be of those kinds; reports of
     /// anything else (presence, settled requests, refusals) are the
     /// operator's and not checked here.
     fn check_logs(&mut self) -> Result<(), TestCaseError> {
         let mut logs = std::mem::take(&mut self.logged);
         let expected = std::mem::take(&mut self.model.logs);
-        for (level, words) in &expected {
-            let at = logs
-                .iter()
-                .position(|(l, m)| l == level && words.iter().all(|w| m.contains(w.as_str())));
-            prop_assert!(
-                at.is_some(),
-                "no {level:?} log line with {words:?}; logged: {logs:?}"
-            );
+        for report in &expected {
+            let at = logs.iter().position(|r| r == report);
+            prop_assert!(at.is_some(), "not reported: {report:?}; reported: {logs:?}");
             logs.remove(at.unwrap());
         }
-        logs.retain(|(_, m)| {
-            m.starts_with("Ejected ")
-                || m.starts_with("Readmitted ")
-                || m.contains("client_proxy_resources")
+        logs.retain(|r| {
+            matches!(
+                r,
+                Report::Ejected { .. } | Report::Readmitted { .. } | Report::Filtered { .. }
+            )
         });
-        prop_assert!(logs.is_empty(), "unexpected log lines: {logs:?}");
+        prop_assert!(logs.is_empty(), "unexpected reports: {logs:?}");
         Ok(())
     }
 
@@ -187,8 +183,10 @@ impl Run {
                     0 => Stanza::presence(Some("unavailable"), T, P),
                     1 => Stanza::presence(Some("error"), T, P),
                     _ => {
-                        let words = vec![T.to_string(), "subscription".to_string()];
-                        self.model.logs.push((Level::Warn, words));
+                        self.model.logs.push(Report::Unsubscribed {
+                            target: T.to_string(),
+                            host: P.to_string(),
+                        });
                         Stanza::presence(Some("unsubscribed"), T, P)
                     }
                 };

@@ -35,6 +35,7 @@
 mod balance;
 mod body;
 mod config;
+mod events;
 mod flights;
 mod jat;
 mod messages;
@@ -55,6 +56,7 @@ use rand::{rngs::SmallRng, SeedableRng};
 
 pub use body::{xml_attribute_allowed, Body, Defect, NS_XML, NS_XMLNS};
 pub use config::{Balance, Config, Sticky};
+pub use events::Event;
 pub use jat::MAX_RESOURCE_BYTES;
 pub use metrics::{Family, Measure, Sample, FAMILIES, RTT_BUCKETS};
 pub use options::{
@@ -162,8 +164,8 @@ impl<P: Clone> Proxy<P> {
         self.actions.push_back(Action::Presence { ty, to });
     }
 
-    fn log(&mut self, level: Level, message: String) {
-        self.actions.push_back(Action::Log { level, message });
+    fn report(&mut self, event: Event) {
+        self.actions.push_back(Action::Log(event));
     }
 
     /// Routes one stanza that reached the component at `now`.
@@ -338,12 +340,10 @@ impl<P: Clone> Proxy<P> {
             (Some("unavailable"), None) | (Some("error"), _) => self.all_offline(),
             (Some("unsubscribed"), _) => {
                 self.all_offline();
-                let message = format!(
-                    "{} removed the subscription of {}: no requests can be routed until it \
-                     approves the subscription again",
-                    self.config.target, self.config.host
-                );
-                self.log(Level::Warn, message);
+                self.report(Event::Unsubscribed {
+                    target: self.config.target.clone(),
+                    host: self.config.host.clone(),
+                });
             }
             (Some("subscribed"), _) => self.presence(PresenceType::Probe),
             (Some("subscribe"), _) => self.presence(PresenceType::Subscribed),
@@ -367,27 +367,28 @@ impl<P: Clone> Proxy<P> {
         let (id, new) = self.resources.upsert(name, show, priority, now);
         let r = self.resources.get(id).expect("just recorded");
         let state = r.state();
-        let message = if new && r.is_filtered() {
-            format!(
-                "{} is online but gets no requests: its name is not in client_proxy_resources",
-                r.jid
-            )
+        let jid = r.jid.clone();
+        let event = if new && r.is_filtered() {
+            Event::Filtered { jid }
         } else if new {
-            format!(
-                "{} is online (priority {}, show {}): {}",
-                r.jid,
-                r.priority,
-                r.show.as_deref().unwrap_or("-"),
-                state.as_str()
-            )
+            Event::Online {
+                jid,
+                priority: r.priority,
+                show: r.show.as_deref().map(Into::into),
+                state,
+            }
         } else if before != Some(state)
             && (before == Some(State::Draining) || state == State::Draining)
         {
-            format!("{} is {} ({})", r.jid, state.as_str(), r.why())
+            Event::StateChanged {
+                jid,
+                state,
+                why: r.why(),
+            }
         } else {
             return;
         };
-        self.log(Level::Info, message);
+        self.report(event);
     }
 
     /// A8-A12: an IQ from the target.
@@ -504,7 +505,7 @@ impl<P: Clone> Proxy<P> {
             && self.flights.kept_bytes() == 0
             && self.origins.is_empty()
             && self.requesters.is_empty()
-            && self.actions.iter().all(|a| matches!(a, Action::Log { .. }))
+            && self.actions.iter().all(|a| matches!(a, Action::Log(_)))
             && self.resources.iter().all(|r| r.in_flight == 0)
     }
 }

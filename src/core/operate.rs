@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::flights::WAITING;
-use super::{join, split, EjectReason, Level, Proxy, Resource, State, Sticky, Time};
+use super::{join, split, EjectReason, Event, Proxy, Resource, State, Sticky, Time};
 use crate::Error;
 
 /// How often the same "no resource" warning may be logged.
@@ -20,16 +20,10 @@ impl<P: Clone> Proxy<P> {
             return;
         }
         self.warned[cause] = Some(now);
-        let why = if online == 0 {
-            "none is online".to_owned()
-        } else {
-            format!("{online} online, none eligible (see client_proxy:status)")
-        };
-        let message = format!(
-            "No resource of {} can take requests: {why}; answering service-unavailable",
-            self.config.target
-        );
-        self.log(Level::Warn, message);
+        self.report(Event::NoResource {
+            target: self.config.target.clone(),
+            online,
+        });
     }
 
     /// Ejects the resource with this full JID (D6, D7), online or not.
@@ -37,24 +31,18 @@ impl<P: Clone> Proxy<P> {
         let name = split(jid).1.unwrap_or_default();
         if let Some(length) = self.resources.eject(name, reason, now) {
             self.stats.ejections[reason as usize] += 1;
-            let message = format!(
-                "Ejected {jid} for {} s ({}): {}",
-                length.as_secs(),
-                reason.as_str(),
-                reason.describe()
-            );
-            self.log(Level::Warn, message);
+            self.report(Event::Ejected {
+                jid: jid.into(),
+                seconds: length.as_secs(),
+                reason,
+            });
         }
     }
 
     /// D8: readmits the resources whose ejection ended by `now`.
     pub(super) fn readmit(&mut self, now: Time) {
         for (jid, reason) in self.resources.readmit(now) {
-            let message = format!(
-                "Readmitted {jid}: its ejection ({}) has ended",
-                reason.as_str()
-            );
-            self.log(Level::Info, message);
+            self.report(Event::Readmitted { jid, reason });
         }
     }
 
@@ -69,12 +57,7 @@ impl<P: Clone> Proxy<P> {
             )));
         }
         let jid = join(&self.config.target, name);
-        let message = if drained {
-            format!("{jid} is draining (operator)")
-        } else {
-            format!("{jid} is no longer drained by the operator")
-        };
-        self.log(Level::Info, message);
+        self.report(Event::OperatorDrain { jid, drained });
         Ok(())
     }
 

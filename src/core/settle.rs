@@ -7,7 +7,7 @@ use std::rc::Rc;
 use super::flights::{Flight, FlightId, WAITING};
 use super::resources::ResourceId;
 use super::{
-    Action, Condition, EjectReason, ErrorType, Level, Method, Outcome, Proxy, Retry, StanzaError,
+    Action, Condition, EjectReason, ErrorType, Event, Method, Outcome, Proxy, Retry, StanzaError,
     Time, Verdict,
 };
 
@@ -102,13 +102,11 @@ impl<P: Clone> Proxy<P> {
             for &f in &waiting {
                 self.fail(f, error, Outcome::ResourceLost);
             }
-            let message = format!(
-                "{} has no resource online: {} request(s) waiting since the reconnection \
-                 answered {error}",
-                self.config.target,
-                waiting.len()
-            );
-            self.log(Level::Info, message);
+            self.report(Event::WaitingAnswered {
+                target: self.config.target.clone(),
+                waiting: waiting.len(),
+                error,
+            });
         }
     }
 
@@ -148,12 +146,12 @@ impl<P: Clone> Proxy<P> {
             }
         }
         if timed_out + waiting + answered > 0 {
-            let message = format!(
-                "Requests in flight when the link to the server was lost: {waiting} wait for a \
-                 resource to be sent again, {answered} answered wait/recipient-unavailable, \
-                 {timed_out} past their deadline answered {TIMEOUT}"
-            );
-            self.log(Level::Info, message);
+            self.report(Event::LinkLost {
+                waiting,
+                answered,
+                timed_out,
+                timeout: TIMEOUT,
+            });
         }
     }
 
@@ -174,10 +172,7 @@ impl<P: Clone> Proxy<P> {
         }
         if sent > 0 {
             let left = self.flights.of(WAITING).len();
-            let message = format!(
-                "Sent again {sent} request(s) waiting since the reconnection, {left} left waiting"
-            );
-            self.log(Level::Info, message);
+            self.report(Event::WaitingSent { sent, left });
         }
     }
 
@@ -197,15 +192,13 @@ impl<P: Clone> Proxy<P> {
                 answered += 1;
             }
         }
-        let message = match resent + answered {
-            0 => format!("{jid} went offline holding no request"),
-            n => format!(
-                "{jid} went offline holding {n} request(s): {resent} sent again, {answered} \
-                 answered {}",
-                self.lost_error()
-            ),
-        };
-        self.log(Level::Info, message);
+        let error = self.lost_error();
+        self.report(Event::Offline {
+            jid,
+            resent,
+            answered,
+            error,
+        });
     }
 
     /// C3's answer to a request that cannot be sent again.

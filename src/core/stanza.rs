@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::body::Body;
+use super::events::Event;
 
 /// The three kinds of stanza (RFC 6120 §8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,6 +298,6 @@ pub enum Action<P> {
         from: String,
         to: String,
     },
-    /// Write a line to the log.
-    Log { level: Level, message: String },
+    /// Something for the operator to hear of.
+    Log(Event),
 }

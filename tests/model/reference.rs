@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use client_proxy::core::{Balance, EjectReason, Level, State, Time};
+use client_proxy::core::{Balance, EjectReason, Event as Report, State, Time};
 use proptest::prelude::*;
 
 use super::contract::{name_hash, next_ejection, rendezvous, Ejection};
@@ -127,7 +127,7 @@ pub struct Model {
     pub generation: HashMap<Key, u64>,
     /// Log lines the current step must produce: a level and words the line
     /// holds.
-    pub logs: Vec<(Level, Vec<String>)>,
+    pub logs: Vec<Report>,
     /// How often each rule came into play, to show that the cases reach it.
     pub seen: RefCell<BTreeMap<&'static str, u64>>,
     /// Messages both ways and the service's own requests.
@@ -300,12 +300,12 @@ impl Model {
         for (r, res) in &mut self.online {
             if res.shown_until.is_some_and(|until| until <= now) {
                 res.shown_until = None;
-                let reason = self.records[r].reason.as_str();
+                let reason = self.records[r].reason;
                 *self.seen.borrow_mut().entry("D8: readmitted").or_default() += 1;
-                logs.push((
-                    Level::Info,
-                    vec![format!("Readmitted {}:", jid(r)), format!("({reason})")],
-                ));
+                logs.push(Report::Readmitted {
+                    jid: jid(r).into(),
+                    reason,
+                });
             }
         }
         self.logs.extend(logs);
@@ -330,14 +330,7 @@ impl Model {
                 },
             );
             if !self.admits(r) {
-                let line = (
-                    Level::Info,
-                    vec![
-                        format!("{} is online", jid(r)),
-                        "client_proxy_resources".into(),
-                    ],
-                );
-                self.logs.push(line);
+                self.logs.push(Report::Filtered { jid: jid(r).into() });
             }
         }
         let res = self.online.get_mut(r).unwrap();
@@ -384,14 +377,11 @@ impl Model {
         if !self.online.contains_key(r) {
             self.saw("D6: ejected while offline");
         }
-        self.logs.push((
-            Level::Warn,
-            vec![format!(
-                "Ejected {} for {secs} s ({})",
-                jid(r),
-                reason.as_str()
-            )],
-        ));
+        self.logs.push(Report::Ejected {
+            jid: jid(r).into(),
+            seconds: secs,
+            reason,
+        });
         if let Some(res) = self.online.get_mut(r) {
             res.shown_until = Some(until);
             res.timeouts = 0;

@@ -87,7 +87,7 @@ impl Sim {
         let mut out = Vec::new();
         while let Some(action) = self.proxy.poll_action() {
             match action {
-                Action::Log { level, message } => self.logged.push((level, message)),
+                Action::Log(event) => self.logged.push((event.level(), event.to_string())),
                 other => out.push(other),
             }
         }
