@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         }
     };
     log::set_level(settings.log_level);
+    log::set_json(settings.log_json);
     let proxy = match Proxy::new(settings.config.clone(), rand::random()) {
         Ok(p) => p,
         Err(e) => {
@@ -243,6 +244,7 @@ impl Component {
             );
         }
         log::set_level(new.log_level);
+        log::set_json(new.log_json);
         self.sticky_path = match &new.config.sticky {
             Sticky::Path(p) => Some(p.clone()),
             _ => None,
@@ -393,7 +395,7 @@ impl Component {
                 Action::Resend { payload, from, to } => {
                     conn.send(&payload.with_addresses(&from, &to, None)).await?
                 }
-                Action::Log { level, message } => log::log(log::from_core(level), &message),
+                Action::Log(event) => log::event(&event),
             }
         }
         if let Some(m) = &mut self.metrics {

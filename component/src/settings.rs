@@ -44,6 +44,12 @@ const OWN: &[OptionSpec] = &[
         "what goes to the log (stderr)",
     ),
     own(
+        "log_format",
+        OptionKind::Choice(&["text", "json"]),
+        Fallback::Text("text"),
+        "log lines as text, or one JSON object a line",
+    ),
+    own(
         "metrics",
         OptionKind::Text,
         Fallback::None,
@@ -144,6 +150,8 @@ pub struct Settings {
     pub server: String,
     pub secret: String,
     pub log_level: Level,
+    /// One JSON object a log line, rather than text.
+    pub log_json: bool,
     /// Where to serve the metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
 }
@@ -306,6 +314,7 @@ fn settings(values: Vec<(&'static OptionSpec, Value)>) -> Result<Settings, Strin
         None => Level::Info,
         Some(l) => Level::parse(&l).expect("checked against its declaration"),
     };
+    let log_json = text("log_format").transpose()?.as_deref() == Some("json");
     let metrics = match text("metrics").transpose()?.as_deref() {
         None | Some("") => None,
         Some(m) => Some(
@@ -330,6 +339,7 @@ fn settings(values: Vec<(&'static OptionSpec, Value)>) -> Result<Settings, Strin
         server,
         secret,
         log_level,
+        log_json,
         metrics,
     })
 }
