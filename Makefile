@@ -90,7 +90,7 @@ test-busted: plugin
 # the end-to-end tests (the testbed package) again on 13, then the suites of
 # the SPEC's rows on both and on ejabberd with the standalone component
 # serving the host in place of the module.
-component_suites = --test rows --test choosing --test messages --test hostile --test flood
+component_suites = --test rows --test rows_more --test choosing --test messages --test hostile --test flood
 # Sets Prosody up with mod_smacks hibernation, which the ejabberd node lacks.
 prosody_only = c3_a_hibernated_resource_bounces_a_get_to_another_and_a_set_once
 
