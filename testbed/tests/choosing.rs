@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use client_proxy_testbed::{
     element, error_condition, iq, ping, proxy_server, refusal, served_by, spawn_echo, spread,
-    EchoHandle, EchoMode, ProxyServer, Xmpp, PROXY, TARGET,
+    Deployment, EchoHandle, EchoMode, Installation, ProxyServer, Xmpp, PROXY, TARGET,
 };
 use minidom::Element;
 
@@ -63,6 +63,46 @@ async fn next_request(service: &mut Xmpp) -> Element {
         .recv_matching(WAIT, |s| s.name() == "iq")
         .await
         .expect("a request")
+}
+
+/// Answers a request a [`manual`] resource received.
+async fn answer(service: &mut Xmpp, request: &Element) {
+    let reply = iq(
+        "result",
+        request.attr("id").unwrap(),
+        request.attr("from").unwrap(),
+        None,
+    );
+    service.send(reply).await.unwrap();
+}
+
+/// Waits until `deadline` (past the timeout of every request sent before),
+/// then sends a get and returns every other iq that reached `client` before
+/// its answer: a second answer to anything, from a reply or from the
+/// timeout timer, would be among them.
+async fn after_sentinel(client: &mut Xmpp, deadline: Instant) -> Vec<String> {
+    tokio::time::sleep_until(deadline.into()).await;
+    client
+        .send(iq("get", "sentinel", PROXY, Some(ping())))
+        .await
+        .unwrap();
+    let mut before = Vec::new();
+    loop {
+        let reply = client
+            .recv_matching(WAIT, |s| s.name() == "iq")
+            .await
+            .expect("an answer to the sentinel");
+        if reply.attr("id") == Some("sentinel") {
+            assert_eq!(
+                reply.attr("type"),
+                Some("result"),
+                "{}",
+                String::from(&reply)
+            );
+            return before;
+        }
+        before.push(String::from(&reply));
+    }
 }
 
 #[tokio::test]
@@ -141,19 +181,27 @@ async fn echoes(server: &ProxyServer, names: &[&str]) -> Vec<EchoHandle> {
 #[tokio::test]
 async fn d3_least_in_flight_sends_nothing_to_a_resource_busy_with_slow_requests() {
     let server = proxy_server("client_proxy_balance = \"least_in_flight\"");
-    let slow = spawn_echo(server.service("slow").await);
-    slow.set_mode(EchoMode::Delay(Duration::from_secs(3)));
+    // Holds what it gets until the test lets it answer.
+    let mut slow = manual(&server, "slow").await;
     let mut bob = server.client("bob", "laptop").await;
     let held: Vec<String> = (0..3).map(|i| format!("slow{i}")).collect();
     send_gets(&mut bob, &held).await;
-    assert!(slow.wait_seen(3, WAIT).await);
+    let mut requests = Vec::new();
+    for _ in 0..3 {
+        requests.push(next_request(&mut slow).await);
+    }
     let _fast = echoes(&server, &["f1", "f2"]).await;
     let mut alice = server.client("alice", "phone").await;
     let seen = spread(&mut alice, "q", 30).await;
     assert_eq!(seen.get("slow"), None, "{seen:?}");
     assert!(seen["f1"] > 5 && seen["f2"] > 5, "ties at random: {seen:?}");
+    for request in &requests {
+        answer(&mut slow, request).await;
+    }
     let slow_answers = answers(&mut bob, 3, WAIT).await;
-    assert!(slow_answers.values().all(|r| served_by(r) == "slow"));
+    assert!(slow_answers
+        .values()
+        .all(|r| r.attr("type") == Some("result")));
 }
 
 #[tokio::test]
@@ -222,11 +270,69 @@ async fn d4_a_jitsi_room_stays_on_one_focus_and_only_its_rooms_move() {
     }
 }
 
+/// Round robin would spread each requester's requests: only stickiness
+/// keeps them together.
+#[tokio::test]
+async fn d4_sticky_requester_keeps_each_bare_jid_on_one_resource_and_only_its_move() {
+    let server =
+        proxy_server("client_proxy_sticky = \"requester\"\nclient_proxy_balance = \"round_robin\"");
+    let mut services = BTreeMap::new();
+    for name in ["r1", "r2", "r3"] {
+        services.insert(name, spawn_echo(server.service(name).await));
+    }
+    let mut clients = Vec::new();
+    for (user, resource) in [
+        ("alice", "phone"),
+        ("alice", "tablet"),
+        ("bob", "laptop"),
+        ("carol", "app"),
+    ] {
+        clients.push((user, server.client(user, resource).await));
+    }
+    let mut owner: BTreeMap<&str, String> = BTreeMap::new();
+    for round in 0..4 {
+        for (user, client) in clients.iter_mut() {
+            let by = served_by(&get(client, &format!("{round}")).await);
+            let home = owner.entry(*user).or_insert_with(|| by.clone());
+            assert_eq!(*home, by, "{} moved", client.jid());
+        }
+    }
+    // alice's resource leaves: her requests move, the others' stay.
+    let gone = owner["alice"].clone();
+    services
+        .remove(gone.as_str())
+        .unwrap()
+        .stop()
+        .await
+        .disconnect()
+        .await;
+    let mut moved_to = None;
+    for (user, client) in clients.iter_mut() {
+        client.sync().await;
+        let by = served_by(&get(client, "after").await);
+        if owner[*user] == gone {
+            assert_ne!(by, gone);
+            assert_eq!(
+                *moved_to.get_or_insert_with(|| by.clone()),
+                by,
+                "{user} split"
+            );
+        } else {
+            assert_eq!(by, owner[*user], "{user} moved though its resource stayed");
+        }
+    }
+}
+
 #[tokio::test]
 async fn d5_a_set_answered_not_me_goes_to_another_resource() {
-    let server = proxy_server("");
+    let server = proxy_server("client_proxy_timeout = 3");
     let mut stray = manual(&server, "stray").await;
+    // Online but draining until the stray holds the request.
+    let mut focus = server.service("focus").await;
+    focus.send_presence(Some("dnd"), 0).await.unwrap();
+    focus.sync().await;
     let mut alice = server.client("alice", "phone").await;
+    let sent = Instant::now();
     alice
         .send(iq(
             "set",
@@ -237,7 +343,9 @@ async fn d5_a_set_answered_not_me_goes_to_another_resource() {
         .await
         .unwrap();
     let request = next_request(&mut stray).await;
-    let _focus = spawn_echo(server.service("focus").await);
+    focus.send_presence(None, 0).await.unwrap();
+    focus.sync().await;
+    let _focus = spawn_echo(focus);
     stray
         .send(refusal(&request, "feature-not-implemented"))
         .await
@@ -245,7 +353,9 @@ async fn d5_a_set_answered_not_me_goes_to_another_resource() {
     let reply = answers(&mut alice, 1, WAIT).await.remove("s1").unwrap();
     assert_eq!(reply.attr("type"), Some("result"));
     assert_eq!(served_by(&reply), "focus");
-    assert!(alice.recv(Duration::from_millis(500)).await.is_none());
+    // One answer only, also once the request's timeout has passed.
+    let late = after_sentinel(&mut alice, sent + Duration::from_millis(3_500)).await;
+    assert!(late.is_empty(), "{late:?}");
 }
 
 #[tokio::test]
@@ -269,13 +379,12 @@ async fn d6_a_stray_session_beside_the_focus_costs_no_request_and_is_ejected() {
     let server = proxy_server("");
     let stray = spawn_echo(server.service("jvb-stray").await);
     stray.set_mode(EchoMode::Refuse("feature-not-implemented"));
-    let _focus = spawn_echo(server.service("focus").await);
+    let focus = spawn_echo(server.service("focus").await);
     let mut requesters = Vec::new();
     for (user, resource) in [("alice", "web"), ("bob", "web"), ("carol", "app")] {
         requesters.push(server.client(user, resource).await);
     }
-    let mut results = 0;
-    for i in 0..200 {
+    for i in 0..60 {
         let client = &mut requesters[i % 3];
         let room = format!("room{}@conference.localhost", i % 17);
         let reply = client
@@ -289,9 +398,9 @@ async fn d6_a_stray_session_beside_the_focus_costs_no_request_and_is_ejected() {
             String::from(&reply)
         );
         assert_eq!(served_by(&reply), "focus");
-        results += 1;
     }
-    assert_eq!(results, 200);
+    // Each request served once: the stray's one was sent on, not also kept.
+    assert_eq!(focus.served(), 60);
     assert!(server.wait_for_log(
         &format!("Ejected {TARGET}/jvb-stray for 30 s (not_me)"),
         WAIT
@@ -321,8 +430,98 @@ async fn d7_a_resource_that_lets_requests_time_out_is_ejected() {
     assert_eq!(spread(&mut alice, "after", 10).await.get("live"), Some(&10));
 }
 
+/// Sends a get from `alice` and returns which of the two resources got it,
+/// with the request.
+async fn route(
+    alice: &mut Xmpp,
+    flaky: &mut Xmpp,
+    steady: &mut Xmpp,
+    id: &str,
+) -> (&'static str, Element) {
+    alice
+        .send(iq("get", id, PROXY, Some(ping())))
+        .await
+        .unwrap();
+    tokio::select! {
+        r = next_request(flaky) => ("flaky", r),
+        r = next_request(steady) => ("steady", r),
+    }
+}
+
+/// Round robin between two resources: the flaky one gets every other
+/// request until it is ejected, then nothing.
+#[tokio::test]
+async fn d7_an_answer_resets_the_count_of_timeouts_in_a_row() {
+    let server = proxy_server(
+        "client_proxy_timeout = 1\nclient_proxy_eject_after_timeouts = 2\n\
+         client_proxy_balance = \"round_robin\"",
+    );
+    let mut flaky = manual(&server, "flaky").await;
+    let mut steady = manual(&server, "steady").await;
+    let mut alice = server.client("alice", "phone").await;
+    let timeout = Some(("wait".into(), "remote-server-timeout".into()));
+    // What the flaky resource does with each request it gets, in turn: two
+    // timeouts with an answer between them, which is no ejection; then a
+    // second timeout in a row, which is.
+    let script = ["ignore", "answer", "ignore", "ignore"];
+    let mut step = 0;
+    let mut since_flaky = 0;
+    for i in 0.. {
+        let id = format!("q{i}");
+        let (at, request) = route(&mut alice, &mut flaky, &mut steady, &id).await;
+        if at == "steady" {
+            since_flaky += 1;
+            assert!(since_flaky < 3, "flaky ejected after script step {step}");
+            answer(&mut steady, &request).await;
+            let reply = get_reply(&mut alice, &id).await;
+            assert_eq!(reply.attr("type"), Some("result"));
+            continue;
+        }
+        since_flaky = 0;
+        if script[step] == "answer" {
+            answer(&mut flaky, &request).await;
+            assert_eq!(
+                get_reply(&mut alice, &id).await.attr("type"),
+                Some("result")
+            );
+        } else {
+            assert_eq!(error_condition(&get_reply(&mut alice, &id).await), timeout);
+        }
+        step += 1;
+        if step == script.len() {
+            break;
+        }
+    }
+    // Ejected now: every request goes to the steady resource.
+    for i in 0..4 {
+        let id = format!("e{i}");
+        let (at, request) = route(&mut alice, &mut flaky, &mut steady, &id).await;
+        assert_eq!(at, "steady", "the flaky resource was not ejected");
+        answer(&mut steady, &request).await;
+        get_reply(&mut alice, &id).await;
+    }
+}
+
+/// The answer to the request `id`.
+async fn get_reply(client: &mut Xmpp, id: &str) -> Element {
+    client
+        .recv_matching(WAIT, |s| s.name() == "iq" && s.attr("id") == Some(id))
+        .await
+        .unwrap_or_else(|| panic!("no answer to {id}"))
+}
+
 #[tokio::test]
 async fn d8_an_ejected_resource_is_readmitted_after_30_s_and_ejected_longer_next_time() {
+    // Readmission is the shared core's, whatever serves it and on whichever
+    // server; the 30 s wait runs once, with the module on Prosody 0.12.
+    let deployment = Deployment::selected();
+    let version = &Installation::selected().version;
+    if deployment != Deployment::Module || !version.starts_with("0.12") {
+        eprintln!(
+            "skipped: runs with the module on Prosody 0.12 only, not {deployment:?} {version}"
+        );
+        return;
+    }
     let server = proxy_server("client_proxy_balance = \"round_robin\"");
     let stray = spawn_echo(server.service("stray").await);
     stray.set_mode(EchoMode::Refuse("feature-not-implemented"));
@@ -374,7 +573,7 @@ async fn b2_no_eligible_resource_when_the_only_one_drains() {
 /// with `recipient-unavailable` from T/r.
 #[tokio::test]
 async fn c3_a_hibernated_resource_bounces_a_get_to_another_and_a_set_once() {
-    let server = ProxyServer::builder("")
+    let server = ProxyServer::builder("client_proxy_timeout = 5")
         .with(|b| {
             b.enable_module("smacks")
                 .global_option("smacks_hibernation_time = 2")
@@ -415,6 +614,7 @@ async fn c3_a_hibernated_resource_bounces_a_get_to_another_and_a_set_once() {
         Some(("wait".into(), "recipient-unavailable".into()))
     );
     assert_eq!(got["s"].attr("from"), Some(PROXY));
-    // Never both: nothing else arrives.
-    assert!(alice.recv(Duration::from_millis(700)).await.is_none());
+    // Never both: nothing else arrives, also once the timeout has passed.
+    let late = after_sentinel(&mut alice, cut + Duration::from_millis(5_800)).await;
+    assert!(late.is_empty(), "{late:?}");
 }
