@@ -11,14 +11,16 @@
 use rand::{rngs::SmallRng, RngExt};
 
 use super::config::Balance;
-use super::resources::ResourceId;
+
+/// A resource's id in the table of resources online.
+pub(crate) type Id = u32;
 
 const ABSENT: u32 = u32::MAX;
 
 /// Resources ordered by load (requests in flight), ascending.
 #[derive(Default)]
 pub(crate) struct Order {
-    ids: Vec<ResourceId>,
+    ids: Vec<Id>,
     /// Position in `ids` by resource id, or `ABSENT`.
     pos: Vec<u32>,
     /// Load by resource id, for members.
@@ -28,7 +30,7 @@ pub(crate) struct Order {
     first: Vec<u32>,
     /// The members in the order they joined, for round robin: the sorted
     /// list reorders with every load change.
-    ring: Vec<ResourceId>,
+    ring: Vec<Id>,
     /// Position in `ring` by resource id.
     ring_pos: Vec<u32>,
     /// Round robin's next index into `ring`.
@@ -41,11 +43,11 @@ impl Order {
         self.ids.len()
     }
 
-    pub fn ids(&self) -> &[ResourceId] {
+    pub fn ids(&self) -> &[Id] {
         &self.ids
     }
 
-    pub fn contains(&self, id: ResourceId) -> bool {
+    pub fn contains(&self, id: Id) -> bool {
         self.pos.get(id as usize).is_some_and(|&p| p != ABSENT)
     }
 
@@ -64,7 +66,7 @@ impl Order {
     }
 
     /// Adds a member with this load.
-    pub fn insert(&mut self, id: ResourceId, load: u32) {
+    pub fn insert(&mut self, id: Id, load: u32) {
         debug_assert!(!self.contains(id));
         let i = id as usize;
         if self.pos.len() <= i {
@@ -91,7 +93,7 @@ impl Order {
     }
 
     /// Removes a member.
-    pub fn remove(&mut self, id: ResourceId) {
+    pub fn remove(&mut self, id: Id) {
         debug_assert!(self.contains(id));
         let load = self.load[id as usize];
         let mut at = self.pos[id as usize] as usize;
@@ -116,7 +118,7 @@ impl Order {
     }
 
     /// One more request in flight at a member.
-    pub fn increment(&mut self, id: ResourceId) {
+    pub fn increment(&mut self, id: Id) {
         let load = self.load[id as usize];
         if self.first.len() == load as usize + 1 {
             self.first.push(self.ids.len() as u32);
@@ -128,7 +130,7 @@ impl Order {
     }
 
     /// One request less in flight at a member.
-    pub fn decrement(&mut self, id: ResourceId) {
+    pub fn decrement(&mut self, id: Id) {
         let load = self.load[id as usize];
         debug_assert!(load > 0);
         let start = self.first(load);
@@ -146,7 +148,7 @@ impl Order {
     }
 
     /// A member chosen by `balance`.
-    pub fn pick(&mut self, balance: Balance, rng: &mut SmallRng) -> Option<ResourceId> {
+    pub fn pick(&mut self, balance: Balance, rng: &mut SmallRng) -> Option<Id> {
         let n = self.ids.len();
         if n <= 1 {
             return self.ids.first().copied();
@@ -194,10 +196,10 @@ impl Order {
 /// D9's fallback. Round robin has no turn to keep there, so it picks at
 /// random.
 pub(crate) fn pick_among(
-    candidates: &[(ResourceId, u32)],
+    candidates: &[(Id, u32)],
     balance: Balance,
     rng: &mut SmallRng,
-) -> Option<ResourceId> {
+) -> Option<Id> {
     if candidates.len() <= 1 {
         return candidates.first().map(|c| c.0);
     }

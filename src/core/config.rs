@@ -278,6 +278,17 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Sets option `key` from a value an adapter read, checking it against
+    /// its declaration.
+    pub fn set(&mut self, key: &str, value: Value) -> Result<(), Error> {
+        let spec =
+            OptionSpec::find(key).ok_or_else(|| Error::Argument(format!("no option '{key}'")))?;
+        spec.check(&value)?;
+        self.apply(spec, value)
+    }
+}
+
 /// `resources`: names, each exact or a prefix ending in `*`.
 fn target() -> &'static OptionSpec {
     OptionSpec::find("target_address").expect("declared")

@@ -32,6 +32,7 @@
 //! assert_eq!(proxy.in_flight(), 0);
 //! ```
 
+mod actions;
 mod balance;
 mod body;
 mod config;
@@ -54,6 +55,7 @@ use std::time::Duration;
 
 use rand::{rngs::SmallRng, SeedableRng};
 
+pub use actions::Action;
 pub use body::{xml_attribute_allowed, Body, Defect, NS_XML, NS_XMLNS};
 pub use config::{Balance, Config, Sticky};
 pub use events::Event;
@@ -66,8 +68,8 @@ pub use options::{
 };
 pub use resources::{EjectReason, Resource, State};
 pub use stanza::{
-    Action, Condition, DropReason, ErrorType, Kind, Level, Method, PresenceType, Stanza,
-    StanzaError, Verdict,
+    Condition, DropReason, ErrorType, Kind, Level, Method, PresenceType, Stanza, StanzaError,
+    Verdict,
 };
 pub use stats::{Outcome, Retry, Stats};
 pub use time::Time;

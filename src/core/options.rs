@@ -10,7 +10,6 @@
 
 use std::fmt;
 
-use super::config::Config;
 use crate::Error;
 
 /// A value as an adapter read it, before the core interprets it.
@@ -416,17 +415,6 @@ fn one_of(words: &[&str]) -> String {
 impl fmt::Display for OptionSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.module)
-    }
-}
-
-impl Config {
-    /// Sets option `key` from a value an adapter read, checking it against
-    /// its declaration.
-    pub fn set(&mut self, key: &str, value: Value) -> Result<(), Error> {
-        let spec =
-            OptionSpec::find(key).ok_or_else(|| Error::Argument(format!("no option '{key}'")))?;
-        spec.check(&value)?;
-        self.apply(spec, value)
     }
 }
 

@@ -10,7 +10,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::body::Body;
-use super::events::Event;
 
 /// The three kinds of stanza (RFC 6120 §8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -275,29 +274,4 @@ impl Level {
             Level::Warn => "warn",
         }
     }
-}
-
-/// Something to do that is not an answer to the stanza at hand; queued by the
-/// core and taken with [`Proxy::poll_action`](crate::core::Proxy::poll_action).
-#[derive(Debug, PartialEq, Eq)]
-pub enum Action<P> {
-    /// Send a presence from the component host to `to`.
-    Presence { ty: PresenceType, to: String },
-    /// Send an IQ error to a requester, from the component host (`from`
-    /// `None`), or to a resource about its own request, from P/enc(U) (O3).
-    Error {
-        from: Option<String>,
-        to: String,
-        id: String,
-        error: StanzaError,
-    },
-    /// Send a request again, to another resource: `payload` is what the
-    /// caller handed in with the request; its `to` becomes `to`.
-    Resend {
-        payload: P,
-        from: String,
-        to: String,
-    },
-    /// Something for the operator to hear of.
-    Log(Event),
 }
