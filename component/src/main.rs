@@ -5,6 +5,7 @@
 //! into the core, applies the verdict to the element it holds, and sends
 //! what the core queues; one timer waits for the next deadline.
 
+mod link;
 mod log;
 mod metrics;
 mod settings;
@@ -20,6 +21,7 @@ use client_proxy::core::{Action, Proxy, Sticky, Time, Verdict};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
+use link::{Due, Heard, Liveness, Servers, CONNECT_TIMEOUT};
 use log::Level;
 use settings::{Parsed, Settings};
 use stream::{Connection, Incoming};
@@ -40,6 +42,9 @@ fn main() -> ExitCode {
     };
     log::set_level(settings.log_level);
     log::set_json(settings.log_json);
+    if let Some(warning) = &settings.warning {
+        log::log(Level::Warn, warning);
+    }
     let proxy = match Proxy::new(settings.config.clone(), rand::random()) {
         Ok(p) => p,
         Err(e) => {
@@ -134,6 +139,12 @@ struct Component {
     epoch: Instant,
     sticky_path: Option<String>,
     metrics: Option<metrics::Metrics>,
+    servers: Servers,
+    /// Answers to requesters that a lost link did not carry: written first
+    /// on the next one.
+    unsent: Vec<Vec<u8>>,
+    /// The id of the last keepalive ping sent to the server.
+    pings: u64,
 }
 
 impl Component {
@@ -143,12 +154,15 @@ impl Component {
             _ => None,
         };
         Component {
-            settings,
             args,
             proxy,
             epoch: Instant::now(),
             sticky_path,
             metrics: None,
+            servers: Servers::new(settings.servers.clone()),
+            unsent: Vec::new(),
+            pings: 0,
+            settings,
         }
     }
 
@@ -163,10 +177,14 @@ impl Component {
     async fn run(mut self) -> Result<(), String> {
         let mut signals = Signals::new().map_err(|e| format!("cannot handle signals: {e}"))?;
         let domain = self.settings.config.host.clone();
-        let mut failures = 0;
         loop {
-            let (server, secret) = (self.settings.server.clone(), self.settings.secret.clone());
-            let connecting = stream::connect(&server, &domain, &secret);
+            let server = self.servers.current().to_owned();
+            let heard = Heard::new();
+            let secret = self.settings.secret.clone();
+            let connecting = timeout(
+                CONNECT_TIMEOUT,
+                stream::connect(&server, &domain, secret.expose(), heard.clone()),
+            );
             tokio::pin!(connecting);
             let connected = loop {
                 tokio::select! {
@@ -178,21 +196,30 @@ impl Component {
                 }
             };
             let end = match connected {
-                Ok(mut conn) => {
-                    failures = 0;
+                Ok(Ok(mut conn)) => {
+                    self.servers.connected();
                     log::log(Level::Info, &format!("Connected to {server} as {domain}"));
-                    self.serve(&mut conn, &mut signals).await
+                    let live = Liveness::new(self.settings.keepalive, heard);
+                    self.serve(&mut conn, live, &mut signals).await
                 }
-                Err(e) => End::Lost(format!("cannot connect to {server}: {e}")),
+                Ok(Err(e)) => End::Lost(format!("cannot connect to {server}: {e}")),
+                Err(_) => End::Lost(format!(
+                    "cannot connect to {server}: no handshake within {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                )),
             };
             match end {
                 End::Shutdown => return Ok(()),
                 End::Lost(why) => {
-                    let wait = settings::backoff(failures);
-                    failures += 1;
+                    self.keep_unsent();
+                    let wait = self.servers.failed();
                     log::log(
                         Level::Warn,
-                        &format!("{why}; connecting again in {:.1} s", wait.as_secs_f64()),
+                        &format!(
+                            "{why}; connecting to {} in {:.1} s",
+                            self.servers.current(),
+                            wait.as_secs_f64()
+                        ),
                     );
                     let pause = sleep(wait);
                     tokio::pin!(pause);
@@ -206,6 +233,29 @@ impl Component {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// K7: what the core queued for a link that is gone. Answers to
+    /// requesters wait for the next link; requests sent again and presence
+    /// are void (the next link's start settles what is in flight, and asks
+    /// for presence anew), so nothing is written twice.
+    fn keep_unsent(&mut self) {
+        let host = self.settings.config.host.clone();
+        while let Some(action) = self.proxy.poll_action() {
+            match action {
+                Action::Error {
+                    from,
+                    to,
+                    id,
+                    error,
+                } => {
+                    let from = from.as_deref().unwrap_or(&host);
+                    self.unsent.push(write::error_iq(from, &to, &id, error));
+                }
+                Action::Log(event) => log::event(&event),
+                Action::Resend { .. } | Action::Presence { .. } => {}
             }
         }
     }
@@ -237,12 +287,13 @@ impl Component {
                 "A new metrics address takes effect at the next start; the listener stays",
             );
         }
-        if (&new.server, &new.secret) != (&self.settings.server, &self.settings.secret) {
+        if (&new.servers, &new.secret) != (&self.settings.servers, &self.settings.secret) {
             log::log(
                 Level::Info,
-                "The new server or secret is used from the next connection on",
+                "The new servers or secret are used from the next connection on",
             );
         }
+        self.servers.replace(new.servers.clone());
         log::set_level(new.log_level);
         log::set_json(new.log_json);
         self.sticky_path = match &new.config.sticky {
@@ -269,11 +320,19 @@ impl Component {
     }
 
     /// One connection, from the handshake to its end.
-    async fn serve(&mut self, conn: &mut Connection, signals: &mut Signals) -> End {
+    async fn serve(&mut self, conn: &mut Connection, live: Liveness, signals: &mut Signals) -> End {
+        conn.live = Some(live);
         // What was in flight when the last stream dropped: C2 past its
         // deadline, else as C3, with a `get` waiting for the resources the
         // probe relearns.
         self.proxy.reconnect(self.now());
+        // Answers the last link could not carry (K7).
+        while !self.unsent.is_empty() {
+            if let Err(e) = conn.send(&self.unsent[0]).await {
+                return End::Lost(format!("write error: {e}"));
+            }
+            self.unsent.remove(0);
+        }
         let (target, host) = (
             self.settings.config.target.clone(),
             self.settings.config.host.clone(),
@@ -295,6 +354,7 @@ impl Component {
         }
         loop {
             let deadline = self.proxy.next_deadline().map(|t| self.instant(t));
+            let (keepalive, due) = conn.live.as_ref().expect("set above").next();
             let result = tokio::select! {
                 sig = signals.recv() => match sig {
                     Sig::Stop => return self.shut_down(conn).await,
@@ -312,11 +372,41 @@ impl Component {
                     self.proxy.expire(self.now());
                     self.flush(conn).await
                 }
+                () = sleep_until(keepalive) => match due {
+                    Due::Whitespace => conn.send(b" ").await,
+                    Due::Ask => self.ping(conn).await,
+                    Due::Dead => return End::Lost(format!(
+                        "nothing heard from the server for {} s",
+                        3 * self.settings.keepalive.as_secs()
+                    )),
+                },
             };
             if let Err(e) = result {
                 return End::Lost(format!("write error: {e}"));
             }
         }
+    }
+
+    /// Asks the server for an answer (XEP-0199), to hear from a link that
+    /// is otherwise quiet (K1).
+    async fn ping(&mut self, conn: &mut Connection) -> std::io::Result<()> {
+        self.pings += 1;
+        let server = self
+            .settings
+            .config
+            .target
+            .split('@')
+            .nth(1)
+            .unwrap_or_default();
+        let ping = format!(
+            "<iq type='get' id='{KEEPALIVE}{}' from='{}' to='{server}'>\
+             <ping xmlns='urn:xmpp:ping'/></iq>",
+            self.pings, self.settings.config.host
+        );
+        if let Some(live) = &mut conn.live {
+            live.asked();
+        }
+        conn.send(ping.as_bytes()).await
     }
 
     /// C4, then the end of the stream.
@@ -340,6 +430,9 @@ impl Component {
     }
 
     async fn handle(&mut self, conn: &mut Connection, e: Stanza) -> std::io::Result<()> {
+        if is_keepalive_answer(&e) {
+            return Ok(());
+        }
         let now = self.now();
         // Shared with the core while it may send the request again.
         let e = Rc::new(e);
@@ -358,7 +451,13 @@ impl Component {
                     .await
             }
             Verdict::Reply(error) => match write::error_reply(&e, error) {
-                Some(reply) => conn.send(&reply).await,
+                Some(reply) => {
+                    let sent = conn.send(&reply).await;
+                    if sent.is_err() {
+                        self.unsent.push(reply);
+                    }
+                    sent
+                }
                 None => Ok(()),
             },
             Verdict::Drop(reason) | Verdict::Pass(reason) => {
@@ -390,7 +489,12 @@ impl Component {
                     error,
                 } => {
                     let from = from.as_deref().unwrap_or(&host);
-                    conn.send(&write::error_iq(from, &to, &id, error)).await?
+                    let answer = write::error_iq(from, &to, &id, error);
+                    if let Err(e) = conn.send(&answer).await {
+                        // Not lost: the next link carries it (K7).
+                        self.unsent.push(answer);
+                        return Err(e);
+                    }
                 }
                 Action::Resend { payload, from, to } => {
                     conn.send(&payload.with_addresses(&from, &to, None)).await?
@@ -403,4 +507,18 @@ impl Component {
         }
         Ok(())
     }
+}
+
+/// The prefix of the keepalive pings' ids.
+const KEEPALIVE: &str = "client-proxy-keepalive-";
+
+/// The server's answer to a keepalive ping: heard, and nothing more.
+fn is_keepalive_answer(e: &Stanza) -> bool {
+    e.root().is_some_and(|root| {
+        e.name(root) == "iq"
+            && e.attr(root, "id")
+                .is_some_and(|id| id.starts_with(KEEPALIVE))
+            && e.attr(root, "type")
+                .is_some_and(|t| t == "result" || t == "error")
+    })
 }

@@ -27,15 +27,31 @@ const OWN: &[OptionSpec] = &[
     ),
     own(
         "server",
-        OptionKind::Text,
-        Fallback::Text("127.0.0.1:5347"),
-        "the server's component port, HOST:PORT",
+        OptionKind::List,
+        Fallback::List(&["127.0.0.1:5347"]),
+        "the server's component port, HOST:PORT; several (a list in the file, the flag given \
+         again) are tried in turn, moving to the next when one fails",
     ),
     own(
         "secret",
         OptionKind::Text,
         Fallback::None,
-        "required: the server's component secret",
+        "the server's component secret (or secret_file, or the environment variable \
+         CLIENT_PROXY_SECRET); never written to the log",
+    ),
+    own(
+        "secret_file",
+        OptionKind::Text,
+        Fallback::None,
+        "a file whose first line is the secret",
+    ),
+    own(
+        "keepalive",
+        OptionKind::Seconds(1.0, 3600.0),
+        Fallback::Number(30.0),
+        "seconds without sending before a whitespace keepalive; a link that receives nothing \
+         for three times this (the component asks the server for an answer meanwhile), or whose \
+         writes are blocked that long, is closed and connected again",
     ),
     own(
         "log_level",
@@ -142,13 +158,38 @@ fn command() -> Command {
     command
 }
 
+/// The environment variable the secret may come from.
+pub const SECRET_ENV: &str = "CLIENT_PROXY_SECRET";
+
+/// The component's secret: never printed, even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// Everything the component runs with.
 #[derive(Debug)]
 pub struct Settings {
     /// Validated.
     pub config: Config,
-    pub server: String,
-    pub secret: String,
+    /// The servers' component ports, tried in turn.
+    pub servers: Vec<String>,
+    pub secret: Secret,
+    /// Seconds without sending before a keepalive (K1).
+    pub keepalive: Duration,
+    /// A warning to log once logging is set up: the file holding the secret
+    /// is readable by others.
+    pub warning: Option<String>,
     pub log_level: Level,
     /// One JSON object a log line, rather than text.
     pub log_json: bool,
@@ -251,7 +292,14 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
     let mut values: Vec<(&'static OptionSpec, Value)> = Vec::new();
     if let Some(path) = matches.get_one::<String>("config") {
         let text = fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-        let table: toml::Table = text.parse().map_err(|e| format!("{path}: {e}"))?;
+        // The error names the line and what is wrong, without quoting the
+        // file: the line may hold the secret.
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .map_or(0, |s| text[..s.start].lines().count().max(1));
+            format!("{path}, line {line}: {}", e.message())
+        })?;
         for (key, value) in table {
             let spec = declarations()
                 .find(|o| o.key == key)
@@ -278,38 +326,75 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
         values.retain(|(s, _)| s.key != spec.key);
         values.push((spec, value));
     }
-    settings(values).map(|s| Parsed::Run(Box::new(s)))
+    let file = matches.get_one::<String>("config").map(String::as_str);
+    settings(values, file).map(|s| Parsed::Run(Box::new(s)))
 }
 
-fn settings(values: Vec<(&'static OptionSpec, Value)>) -> Result<Settings, String> {
+fn settings(
+    values: Vec<(&'static OptionSpec, Value)>,
+    file: Option<&str>,
+) -> Result<Settings, String> {
+    let value = |key: &str| values.iter().find(|(s, _)| s.key == key);
     let text = |key: &str| {
-        values.iter().find(|(s, _)| s.key == key).map(|(s, v)| {
-            s.check(v).map_err(|e| describe(&e))?;
-            match v {
-                Value::Text(t) => Ok(t.clone()),
-                _ => Err(option_error(key, "must be text")),
+        value(key).map(|(s, v)| match v {
+            // The secret's value is never quoted back.
+            _ if key == "secret" && !matches!(v, Value::Text(_)) => Err(option_error(
+                key,
+                "must be text (the value given is not shown)",
+            )),
+            Value::Text(t) => {
+                s.check(v).map_err(|e| describe(&e))?;
+                Ok(t.clone())
             }
+            _ => Err(s
+                .check(v)
+                .map_or_else(|e| describe(&e), |()| option_error(key, "must be text"))),
         })
+    };
+    let seconds = |key: &str| -> Result<Duration, String> {
+        let spec = declarations().find(|o| o.key == key).expect("declared");
+        let v = value(key).map_or_else(
+            || spec.default.value().expect("a default"),
+            |(_, v)| v.clone(),
+        );
+        spec.check(&v).map_err(|e| describe(&e))?;
+        match v {
+            Value::Number(n) => Ok(Duration::from_secs_f64(n)),
+            _ => unreachable!("checked"),
+        }
     };
     let domain = text("domain")
         .transpose()?
         .ok_or_else(|| option_error("domain", "is required: the component's domain"))?;
-    let secret = text("secret")
-        .transpose()?
-        .ok_or_else(|| option_error("secret", "is required: the server's component_secret"))?;
-    let server = text("server")
-        .transpose()?
-        .unwrap_or_else(|| "127.0.0.1:5347".to_owned());
-    if server
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse::<u16>().ok())
-        .is_none()
-    {
+    let (secret, warning) = secret(
+        text("secret").transpose()?,
+        text("secret_file").transpose()?,
+        file,
+    )?;
+    let servers = match value("server") {
+        None => vec!["127.0.0.1:5347".to_owned()],
+        Some((_, Value::Text(t))) => vec![t.clone()],
+        Some((_, Value::List(l))) if !l.is_empty() => l.clone(),
+        Some(_) => {
+            return Err(option_error(
+                "server",
+                "must be HOST:PORT, or a list of them",
+            ))
+        }
+    };
+    if let Some(bad) = servers.iter().find(|server| {
+        server
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+    }) {
         return Err(option_error(
             "server",
-            format!("must be HOST:PORT (got {server:?})"),
+            format!("must be HOST:PORT (got {bad:?})"),
         ));
     }
+    let keepalive = seconds("keepalive")?;
+
     let log_level = match text("log_level").transpose()? {
         None => Level::Info,
         Some(l) => Level::parse(&l).expect("checked against its declaration"),
@@ -336,18 +421,58 @@ fn settings(values: Vec<(&'static OptionSpec, Value)>) -> Result<Settings, Strin
     })?;
     Ok(Settings {
         config,
-        server,
+        servers,
         secret,
+        keepalive,
+        warning,
         log_level,
         log_json,
         metrics,
     })
 }
 
-/// How long to wait before connecting again after the `n`th failure in a
-/// row (from 0): 0.5 s, doubling, at most 30 s.
-pub fn backoff(n: u32) -> Duration {
-    Duration::from_millis(500u64.saturating_mul(1 << n.min(6))).min(Duration::from_secs(30))
+/// The secret, from the option, a file's first line, or the environment,
+/// in that order; and a warning if a file that holds it is readable by
+/// others than its owner.
+fn secret(
+    given: Option<String>,
+    file: Option<String>,
+    config: Option<&str>,
+) -> Result<(Secret, Option<String>), String> {
+    let readable_by_others = |path: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+    };
+    let warn = |path: &str| {
+        readable_by_others(path).then(|| {
+            format!(
+                "{path} holds the secret and can be read by others than its owner: chmod 600 it"
+            )
+        })
+    };
+    if let Some(secret) = given {
+        // From the file or the command line; only a file can be guarded.
+        return Ok((Secret(secret), config.and_then(warn)));
+    }
+    if let Some(path) = file {
+        let text = fs::read_to_string(&path)
+            .map_err(|e| option_error("secret_file", format!("cannot read {path}: {e}")))?;
+        let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+        if line.is_empty() {
+            return Err(option_error(
+                "secret_file",
+                format!("{path} has no secret on its first line"),
+            ));
+        }
+        return Ok((Secret(line.to_owned()), warn(&path)));
+    }
+    match std::env::var(SECRET_ENV) {
+        Ok(secret) if !secret.is_empty() => Ok((Secret(secret), None)),
+        _ => Err(option_error(
+            "secret",
+            format!("is required: the server's component secret, given as secret, secret_file or {SECRET_ENV}"),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -390,7 +515,7 @@ mod tests {
         assert_eq!(s.config.balance, Balance::RoundRobin);
         assert_eq!(s.config.drain_show, ["away", "xa"]);
         assert!(s.config.messages);
-        assert_eq!(s.server, "xmpp.example.org:5275");
+        assert_eq!(s.servers, ["xmpp.example.org:5275"]);
         assert_eq!(s.metrics, None);
         let mut args = BASE.to_vec();
         args.extend(["--metrics", "127.0.0.1:9464"]);
@@ -441,11 +566,69 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_to_thirty_seconds() {
-        assert_eq!(backoff(0), Duration::from_millis(500));
-        assert_eq!(backoff(1), Duration::from_secs(1));
-        assert_eq!(backoff(5), Duration::from_secs(16));
-        assert_eq!(backoff(6), Duration::from_secs(30));
-        assert_eq!(backoff(40), Duration::from_secs(30));
+    fn k5_the_secret_comes_from_the_option_a_file_or_the_environment_and_is_never_shown() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("cpc-secret-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("secret");
+        fs::write(&file, "s3cr3t-from-file\nignored\n").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+        let f = file.to_str().unwrap();
+        let base = [
+            "--domain",
+            "p.example",
+            "--target-address",
+            "svc@example.org",
+        ];
+        let s = run(&[&base[..], &["--secret-file", f]].concat()).unwrap();
+        assert_eq!(s.secret.expose(), "s3cr3t-from-file");
+        assert_eq!(s.warning, None);
+        assert!(
+            !format!("{s:?}").contains("s3cr3t"),
+            "Debug shows the secret"
+        );
+        // Readable by others: a warning, naming the file, not the secret.
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+        let s = run(&[&base[..], &["--secret-file", f]].concat()).unwrap();
+        let warning = s.warning.unwrap();
+        assert!(
+            warning.contains(f) && !warning.contains("s3cr3t"),
+            "{warning}"
+        );
+        // A config file whose lines give the secret wrongly: errors name
+        // the line, never what it holds.
+        let config = dir.join("c.toml");
+        for text in [
+            "secret = 123456\n",
+            "domain = \"p\"\nsecret = \"123456\n",
+            "secret = [123456]\n",
+        ] {
+            fs::write(&config, text).unwrap();
+            let err =
+                run(&[&base[..], &["--config", config.to_str().unwrap()]].concat()).unwrap_err();
+            assert!(!err.contains("123456"), "{err}");
+        }
+        // Without any: the three ways are named.
+        let err = run(&base).unwrap_err();
+        assert!(
+            err.contains("secret_file") && err.contains(SECRET_ENV),
+            "{err}"
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn k3_servers_are_a_list_from_the_file_or_the_flag_given_again() {
+        let base = [
+            "--domain",
+            "p.example",
+            "--target-address",
+            "svc@example.org",
+            "--secret",
+            "s",
+        ];
+        let s = run(&[&base[..], &["--server", "a:5347", "--server", "b:5347"]].concat()).unwrap();
+        assert_eq!(s.servers, ["a:5347", "b:5347"]);
+        assert!(run(&[&base[..], &["--server", "a"]].concat()).is_err());
     }
 }

@@ -16,6 +16,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use crate::link::{Heard, Liveness};
 use crate::xml::{write, Frame, Framer, Stanza, NS_ACCEPT, NS_STREAMS};
 
 /// The most one stanza may hold, in bytes, as the server sends it. What the
@@ -43,12 +44,15 @@ pub enum Incoming {
 pub struct Connection {
     writer: OwnedWriteHalf,
     pub incoming: mpsc::Receiver<Incoming>,
+    /// Whether the link still carries anything (K1); set once connected.
+    pub live: Option<Liveness>,
 }
 
 struct Reader {
     socket: OwnedReadHalf,
     framer: Framer,
     chunk: Vec<u8>,
+    heard: Heard,
 }
 
 impl Reader {
@@ -62,6 +66,7 @@ impl Reader {
             if n == 0 {
                 return Ok(None);
             }
+            self.heard.now();
             self.framer.feed(&self.chunk[..n]);
         }
     }
@@ -134,8 +139,14 @@ fn is(stanza: &Stanza, name: &str, ns: &str) -> bool {
     stanza.root().is_some_and(|r| stanza.is(r, name, ns))
 }
 
-/// Connects to `server` and authenticates as `domain`.
-pub async fn connect(server: &str, domain: &str, secret: &str) -> io::Result<Connection> {
+/// Connects to `server` and authenticates as `domain`; every byte read
+/// after is noted in `heard`.
+pub async fn connect(
+    server: &str,
+    domain: &str,
+    secret: &str,
+    heard: Heard,
+) -> io::Result<Connection> {
     let socket = TcpStream::connect(server).await?;
     socket.set_nodelay(true)?;
     let (read, mut writer) = socket.into_split();
@@ -143,6 +154,7 @@ pub async fn connect(server: &str, domain: &str, secret: &str) -> io::Result<Con
         socket: read,
         framer: Framer::new(MAX_STANZA_BYTES),
         chunk: vec![0; READ_CHUNK],
+        heard,
     };
     let mut header = format!(
         "<?xml version='1.0'?><stream:stream xmlns='{NS_ACCEPT}' \
@@ -195,12 +207,30 @@ pub async fn connect(server: &str, domain: &str, secret: &str) -> io::Result<Con
         };
         let _ = tx.send(Incoming::Closed(why)).await;
     });
-    Ok(Connection { writer, incoming })
+    Ok(Connection {
+        writer,
+        incoming,
+        live: None,
+    })
 }
 
 impl Connection {
+    /// Writes a stanza (or a keepalive); a write blocked past the link's
+    /// deadline fails (K1).
     pub async fn send(&mut self, stanza: &[u8]) -> io::Result<()> {
-        self.writer.write_all(stanza).await
+        let Some(live) = &mut self.live else {
+            return self.writer.write_all(stanza).await;
+        };
+        match tokio::time::timeout(live.write_deadline(), self.writer.write_all(stanza)).await {
+            Ok(result) => {
+                live.sent();
+                result
+            }
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("a write blocked for {} s", live.write_deadline().as_secs()),
+            )),
+        }
     }
 
     /// Closes our side of the stream; the server closes its own after.
