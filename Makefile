@@ -5,6 +5,7 @@
 #   make test                      set up, build, and run every test
 #   make install PLUGIN_DIR=DIR    put mod_client_proxy/ into Prosody's plugin path
 #   make deb                       build build/prosody-mod-client-proxy_<version>_<arch>.deb for Debian's Prosody
+#                                  and build/client-proxy-component_<version>_<arch>.deb, the standalone component
 #   make plugin LUA=5.1            build for another Lua: 5.4 (default), 5.3, 5.2, 5.1, jit
 
 LUA ?= 5.4
@@ -56,10 +57,14 @@ install: plugin
 	$(call put,$(plugin)/client_proxy.so,$(PLUGIN_DIR)/mod_client_proxy/client_proxy.so)
 	@echo "Installed into $(PLUGIN_DIR)/mod_client_proxy; add \"$(PLUGIN_DIR)\" to plugin_paths"
 
-# The Debian package, for Debian's Prosody and its Lua 5.4: scripts/build-deb.
+# The Debian packages: the module, for Debian's Prosody and its Lua 5.4
+# (scripts/build-deb), and the standalone component with its systemd unit
+# (scripts/build-deb-component).
 deb:
 	$(MAKE) plugin LUA=5.4
+	$(CARGO) build --release -p client-proxy-component
 	sh scripts/build-deb
+	sh scripts/build-deb-component
 
 # Every Lua that Prosody supports compiles (5.3 and 5.2: checked, not
 # built, as no interpreter of theirs is installed); the 5.4, 5.1 and LuaJIT
