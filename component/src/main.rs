@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
 
-use client_proxy::core::{Action, Proxy, Sticky, Time, Verdict};
+use client_proxy::core::{Action, Proxy, StanzaError, Sticky, Time, Verdict};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
@@ -250,10 +250,7 @@ impl Component {
                     to,
                     id,
                     error,
-                } => {
-                    let from = from.as_deref().unwrap_or(&host);
-                    self.unsent.push(write::error_iq(from, &to, &id, error));
-                }
+                } => self.unsent.push(answer(&host, from, &to, &id, error)),
                 Action::Log(event) => log::event(&event),
                 Action::Resend { .. } | Action::Presence { .. } => {}
             }
@@ -488,8 +485,7 @@ impl Component {
                     id,
                     error,
                 } => {
-                    let from = from.as_deref().unwrap_or(&host);
-                    let answer = write::error_iq(from, &to, &id, error);
+                    let answer = answer(&host, from, &to, &id, error);
                     if let Err(e) = conn.send(&answer).await {
                         // Not lost: the next link carries it (K7).
                         self.unsent.push(answer);
@@ -521,4 +517,10 @@ fn is_keepalive_answer(e: &Stanza) -> bool {
             && e.attr(root, "type")
                 .is_some_and(|t| t == "result" || t == "error")
     })
+}
+
+/// The error an [`Action::Error`] sends: from the component's host unless it
+/// names another address.
+fn answer(host: &str, from: Option<String>, to: &str, id: &str, error: StanzaError) -> Vec<u8> {
+    write::error_iq(from.as_deref().unwrap_or(host), to, id, error)
 }
