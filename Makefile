@@ -93,7 +93,7 @@ test-busted: plugin
 
 # Everything once on 0.12 (unit, model, property and end-to-end tests), then
 # the end-to-end tests (the testbed package) again on 13, then the suites of
-# the SPEC's rows on both and on ejabberd with the standalone component
+# the contract's rows on both and on ejabberd with the standalone component
 # serving the host in place of the module.
 component_suites = --test rows --test rows_more --test choosing --test messages --test hostile --test flood
 # Sets Prosody up with mod_smacks hibernation, which the ejabberd node lacks.
@@ -106,12 +106,12 @@ test-cargo: plugin deb
 	CLIENT_PROXY_PROSODY=13 CLIENT_PROXY_PLUGIN_DIR=$(CURDIR)/build/lua-$(LUA) $(CARGO) test -p client_proxy_testbed
 	$(CARGO) build -p client-proxy-component
 	@for v in $(PROSODY_VERSIONS); do \
-		echo "== the SPEC's rows through the standalone component, on Prosody $$v"; \
+		echo "== the contract's rows through the standalone component, on Prosody $$v"; \
 		CLIENT_PROXY_DEPLOYMENT=component CLIENT_PROXY_PROSODY=$$v \
 		CLIENT_PROXY_COMPONENT=$(CURDIR)/target/debug/client-proxy-component \
 			$(CARGO) test -p client_proxy_testbed $(component_suites) || exit 1; \
 	done
-	@echo "== the SPEC's rows through the standalone component, on ejabberd"
+	@echo "== the contract's rows through the standalone component, on ejabberd"
 	CLIENT_PROXY_DEPLOYMENT=ejabberd CLIENT_PROXY_COMPONENT=$(CURDIR)/target/debug/client-proxy-component \
 		$(CARGO) test -p client_proxy_testbed $(component_suites) -- --skip $(prosody_only)
 

@@ -1,4 +1,4 @@
--- The shim's part in choosing a resource (SPEC D1-D9): the options it
+-- The shim's part in choosing a resource (docs/behaviour.md, D1-D9): the options it
 -- reads, the error condition and sticky key it reads off each stanza, and
 -- the resends and log lines it carries out. The choice itself is the core's.
 

@@ -1,4 +1,4 @@
--- Hostile input through the shim (SPEC H1-H5): requests built as Prosody's
+-- Hostile input through the shim (docs/behaviour.md, H1-H5): requests built as Prosody's
 -- stream parser (util.xmppstream) builds them, with the real library.
 
 local h = require "helpers.shim"; -- sets package.path for Prosody's util.*

@@ -1,4 +1,4 @@
--- The shim's part in messages and the service's own requests (SPEC M, O):
+-- The shim's part in messages and the service's own requests (docs/behaviour.md, M, O):
 -- messages go through the router, and a request of the service's leaves
 -- and comes back under the ids the core gives.
 

@@ -1,6 +1,6 @@
 -- The Lua shim (lua/mod_client_proxy.lua) in a fake Prosody module
 -- environment, with Prosody's real util.stanza and the real built library.
--- Test names start with the row of ../shared/SPEC.md they check.
+-- Test names start with the row of docs/behaviour.md they check.
 --
 -- Run with `make test-busted` (CLIENT_PROXY_PLUGIN names the built plugin).
 

@@ -1,11 +1,11 @@
 //! Model-based test of the core: random sequences of events, under random
 //! options, run against the core and against a plain reference model
-//! (`model/reference.rs`), with the SPEC's invariants checked after every
+//! (`model/reference.rs`), with the contract's invariants checked after every
 //! step.
 //!
 //! The model cannot predict which resource the core picks where the choice
 //! is random, so it checks that the pick is allowed (D1-D9) and then follows
-//! it; where the SPEC leaves no choice (a sticky key, D4), it checks the one.
+//! it; where the contract leaves no choice (a sticky key, D4), it checks the one.
 //!
 //! Both directions run at once: requests and messages from requesters to
 //! the target, and messages and requests from the target to requesters

@@ -1,7 +1,7 @@
 //! The standalone component's own life cycle on a real Prosody with
 //! `Component "proxy.localhost"` and no module, and real clients: lost links
 //! and server restarts, a new instance learning the resources, SIGTERM,
-//! metrics and bad options. The SPEC's rows run through it too: `make test`
+//! metrics and bad options. The contract's rows run through it too: `make test`
 //! runs the testbed's suites of rows with `CLIENT_PROXY_DEPLOYMENT=component`.
 
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The standalone component on ejabberd (Debian's 23.01): a throwaway node
 //! with an `ejabberd_service` listener for `proxy.localhost`, the component
 //! binary on it, and real clients; the README's set-up, a restart of the
-//! server and a lost link. (The SPEC's rows run on ejabberd too: `make
+//! server and a lost link. (The contract's rows run on ejabberd too: `make
 //! test` runs the testbed's suites of rows with
 //! `CLIENT_PROXY_DEPLOYMENT=ejabberd`.)
 //!

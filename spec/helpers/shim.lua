@@ -66,7 +66,7 @@ local function addresses(stanza)
 	return { name = stanza.name, type = a.type, from = a.from, to = a.to, id = a.id };
 end
 
--- `reply` is an error-reply (SPEC: same id, to the sender, from the address
+-- `reply` is an error-reply (docs/behaviour.md: same id, to the sender, from the address
 -- the original was sent to) of the original whose attributes were `orig`.
 local function assert_error_reply(reply, orig, error_type, condition)
 	assert.is_true(st.is_stanza(reply));

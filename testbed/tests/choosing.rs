@@ -1,4 +1,4 @@
-//! "Choosing a resource" (SPEC D1-D9, and the changed A8, B2, C3) against a
+//! "Choosing a resource" (docs/behaviour.md, D1-D9, and the changed A8, B2, C3) against a
 //! real Prosody, with real clients as the implementing client's resources.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! Hostile input back to back (SPEC H3): while a requester floods the proxy
+//! Hostile input back to back (docs/behaviour.md, H3): while a requester floods the proxy
 //! through a real server with the deepest and largest requests the server
 //! passes on, the proxy's timers keep their times: a request left
 //! unanswered by the service is answered `remote-server-timeout` when its

@@ -1,4 +1,4 @@
-//! "Hostile input" (SPEC H1, H2, H4, H5) through a real server: a requester
+//! "Hostile input" (docs/behaviour.md, H1, H2, H4, H5) through a real server: a requester
 //! writes raw bytes to its own c2s stream, as an attacker would, and the
 //! server forwards what it parsed to the proxy. Whatever arrives, the
 //! proxy answers only that request, and the implementing client's sessions

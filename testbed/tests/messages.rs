@@ -1,4 +1,4 @@
-//! "Messages and service-initiated requests" (SPEC M1-M5, O1-O5) against a
+//! "Messages and service-initiated requests" (docs/behaviour.md, M1-M5, O1-O5) against a
 //! real Prosody: a chat service on two resources, and a service that asks a
 //! user something back.
 

@@ -1,7 +1,7 @@
 //! The Debian package of `make deb`, unpacked into a temporary root as
 //! `dpkg-deb -x` does: it holds exactly the expected files, with the
 //! control data an operator's apt needs, and the module it holds serves the
-//! SPEC's basic rows (B1/A8, B2, C2) on the Prosody under test, found both
+//! contract's basic rows (B1/A8, B2, C2) on the Prosody under test, found both
 //! where Debian's Prosody looks (/usr/lib/prosody/modules) and through the
 //! package's own directory for `plugin_paths`; lintian finds no error and
 //! no warning in it.

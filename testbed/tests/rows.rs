@@ -1,4 +1,4 @@
-//! The SPEC's rows against a real Prosody with the module loaded and real
+//! The contract's rows against a real Prosody with the module loaded and real
 //! XMPP clients: an implementing client with several resources, and several
 //! requesters.
 

@@ -1,4 +1,4 @@
-//! More of the SPEC's rows end to end: the target taking every resource
+//! More of the contract's rows end to end: the target taking every resource
 //! offline at once (A3, A5) with requests in flight, and the global limit
 //! on requests in flight (B4).
 //!

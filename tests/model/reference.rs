@@ -1,4 +1,4 @@
-//! The reference model: what the SPEC says about resources, ejections and
+//! The reference model: what the contract says about resources, ejections and
 //! requests in flight, written plainly (lists and maps, no indexes), so that
 //! the core's fast structures can be checked against it.
 

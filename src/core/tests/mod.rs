@@ -1,4 +1,4 @@
-//! The SPEC's rows, against the core alone, on a simulated clock.
+//! The contract's rows, against the core alone, on a simulated clock.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

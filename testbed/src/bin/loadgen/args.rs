@@ -580,7 +580,7 @@ impl Mode {
     }
 }
 
-/// A component's choice of resource (SPEC D3, D4).
+/// A component's choice of resource (docs/behaviour.md, D3, D4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Strategy {
     Random,
