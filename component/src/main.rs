@@ -322,7 +322,7 @@ impl Component {
         // What was in flight when the last stream dropped: C2 past its
         // deadline, else as C3, with a `get` waiting for the resources the
         // probe relearns.
-        self.proxy.reconnect(self.now());
+        self.proxy.reconnect(self.now(), self.settings.hold_after_connect);
         // Answers the last link could not carry (K7).
         while !self.unsent.is_empty() {
             if let Err(e) = conn.send(&self.unsent[0]).await {

@@ -54,6 +54,14 @@ const OWN: &[OptionSpec] = &[
          writes are blocked that long, is closed and connected again",
     ),
     own(
+        "hold_after_connect",
+        OptionKind::Seconds(0.0, 60.0),
+        Fallback::Number(2.0),
+        "seconds after each connection during which a new request that finds no resource of the \
+         target known yet waits for the presences the probe brings, rather than being answered \
+         service-unavailable at once; 0 turns this off",
+    ),
+    own(
         "log_level",
         OptionKind::Choice(&["debug", "info", "warn", "error"]),
         Fallback::Text("info"),
@@ -187,6 +195,9 @@ pub struct Settings {
     pub secret: Secret,
     /// Seconds without sending before a keepalive (K1).
     pub keepalive: Duration,
+    /// How long after a connection a new request waits for the target's
+    /// resources to be known (K4).
+    pub hold_after_connect: Duration,
     /// A warning to log once logging is set up: the file holding the secret
     /// is readable by others.
     pub warning: Option<String>,
@@ -394,6 +405,7 @@ fn settings(
         ));
     }
     let keepalive = seconds("keepalive")?;
+    let hold_after_connect = seconds("hold_after_connect")?;
 
     let log_level = match text("log_level").transpose()? {
         None => Level::Info,
@@ -424,6 +436,7 @@ fn settings(
         servers,
         secret,
         keepalive,
+        hold_after_connect,
         warning,
         log_level,
         log_json,
@@ -517,6 +530,17 @@ mod tests {
         assert!(s.config.messages);
         assert_eq!(s.servers, ["xmpp.example.org:5275"]);
         assert_eq!(s.metrics, None);
+        assert_eq!(s.hold_after_connect, Duration::from_secs(2));
+        let mut args = BASE.to_vec();
+        args.extend(["--hold-after-connect", "0.5"]);
+        assert_eq!(
+            run(&args).unwrap().hold_after_connect,
+            Duration::from_millis(500)
+        );
+        let mut args = BASE.to_vec();
+        args.extend(["--hold-after-connect", "-1"]);
+        let err = run(&args).unwrap_err();
+        assert!(err.starts_with("option 'hold_after_connect'"), "{err}");
         let mut args = BASE.to_vec();
         args.extend(["--metrics", "127.0.0.1:9464"]);
         assert_eq!(

@@ -56,6 +56,9 @@ pub enum Event {
     },
     /// Requests that waited since a reconnection were sent again.
     WaitingSent { sent: usize, left: usize },
+    /// New requests that arrived before any resource was known since the
+    /// link came up were sent (K4).
+    HeldSent { sent: usize },
     /// The target removed the component's subscription.
     Unsubscribed { target: String, host: String },
     /// Requests find no resource to take them (at most every 10 s a cause).
@@ -92,6 +95,7 @@ impl Event {
             Event::WaitingAnswered { .. } => "waiting_answered",
             Event::LinkLost { .. } => "link_lost",
             Event::WaitingSent { .. } => "waiting_sent",
+            Event::HeldSent { .. } => "held_sent",
             Event::Unsubscribed { .. } => "unsubscribed",
             Event::NoResource { .. } => "no_resource",
             Event::Ejected { .. } => "ejected",
@@ -152,6 +156,7 @@ impl Event {
                 ("timed_out", s(timed_out)),
             ],
             Event::WaitingSent { sent, left } => vec![("sent", s(sent)), ("left", s(left))],
+            Event::HeldSent { sent } => vec![("sent", s(sent))],
             Event::Unsubscribed { target, host } => {
                 vec![("target", target.clone()), ("host", host.clone())]
             }
@@ -235,6 +240,11 @@ impl fmt::Display for Event {
             Event::WaitingSent { sent, left } => write!(
                 f,
                 "Sent again {sent} request(s) waiting since the reconnection, {left} left waiting"
+            ),
+            Event::HeldSent { sent } => write!(
+                f,
+                "Sent {sent} new request(s) held until the resources were known \
+                 (hold_after_connect)"
             ),
             Event::Unsubscribed { target, host } => write!(
                 f,

@@ -240,7 +240,8 @@ impl<P> Flights<P> {
             method: new.method,
             key: new.key,
             resource,
-            sends: 1,
+            // One waiting from the start has not been sent (K4).
+            sends: u8::from(resource != WAITING),
             sent_at: new.sent_at,
             deadline,
             payload_bytes: match new.payload {

@@ -110,6 +110,9 @@ pub struct Proxy<P = ()> {
     /// When "no resource can take requests" was last logged, for none online
     /// and for none eligible.
     warned: [Option<Time>; 2],
+    /// K4: until when, after the link to the server came up, a new request
+    /// waits for the target's resources rather than being refused.
+    hold_until: Option<Time>,
 }
 
 impl<P: Clone> Proxy<P> {
@@ -131,6 +134,7 @@ impl<P: Clone> Proxy<P> {
             collected: Stats::default(),
             origins: HashMap::new(),
             warned: [None; 2],
+            hold_until: None,
         })
     }
 
@@ -273,8 +277,11 @@ impl<P: Clone> Proxy<P> {
                 Condition::ResourceConstraint,
             );
         }
+        // K4: no resource is known yet since the link came up; the request
+        // waits for the probe's presences, so its payload is kept to send.
+        let held = self.holding(now);
         // H4: what is kept for retries stays within its bound.
-        let keep = self.config.attempts > 1;
+        let keep = self.config.attempts > 1 || held;
         if keep
             && self.flights.kept_bytes() + s.body.bytes as u64
                 > u64::from(self.config.max_bytes_in_flight)
@@ -291,7 +298,18 @@ impl<P: Clone> Proxy<P> {
             Sticky::Path(_) => s.key.map(hash),
         };
         let balance = self.config.balance;
-        let Some(resource) = self.resources.choose(balance, key, &[], &mut self.rng) else {
+        let (resource, payload) = if held {
+            (Some(flights::WAITING), payload())
+        } else {
+            let resource = self.resources.choose(balance, key, &[], &mut self.rng);
+            (
+                resource,
+                resource.and_then(|_| keep.then(payload).flatten()),
+            )
+        };
+        // A held request that cannot be sent later is refused as B2 now.
+        let resource = resource.filter(|&r| r != flights::WAITING || payload.is_some());
+        let Some(resource) = resource else {
             self.warn_no_resource(now);
             return self.refuse(
                 Outcome::NoResource,
@@ -300,7 +318,6 @@ impl<P: Clone> Proxy<P> {
             );
         };
         let rq = self.requesters.acquire(s.from, known, true, &mut self.rng);
-        let payload = keep.then(payload).flatten();
         self.flights.insert(NewFlight {
             requester: rq,
             id,
@@ -313,8 +330,11 @@ impl<P: Clone> Proxy<P> {
             payload_bytes: s.body.bytes,
             origin: None,
         });
-        self.resources.add_load(resource);
         self.stats.requests += 1;
+        if resource == flights::WAITING {
+            return Verdict::Done;
+        }
+        self.resources.add_load(resource);
         Verdict::Forward {
             from: self.requesters.proxied(rq).clone(),
             to: self.resources.jid(resource).clone(),
@@ -339,9 +359,9 @@ impl<P: Clone> Proxy<P> {
             }
             (None, None) => return Verdict::Drop(DropReason::Malformed),
             (Some("unavailable"), Some(r)) => self.offline(r),
-            (Some("unavailable"), None) | (Some("error"), _) => self.all_offline(),
+            (Some("unavailable"), None) | (Some("error"), _) => self.all_offline(now),
             (Some("unsubscribed"), _) => {
-                self.all_offline();
+                self.all_offline(now);
                 self.report(Event::Unsubscribed {
                     target: self.config.target.clone(),
                     host: self.config.host.clone(),
@@ -474,7 +494,15 @@ impl<P: Clone> Proxy<P> {
 
     /// When [`expire`](Self::expire) next has something to do.
     pub fn next_deadline(&self) -> Option<Time> {
-        self.flights.next_deadline()
+        let requests = self.flights.next_deadline();
+        // K4: the end of the hold, while something may be waiting for it.
+        let hold = self
+            .hold_until
+            .filter(|_| self.flights.first_of(flights::WAITING).is_some());
+        match (requests, hold) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn in_flight(&self) -> usize {

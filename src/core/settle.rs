@@ -3,6 +3,7 @@
 //! Every accepted request goes through exactly one of the endings here.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use super::flights::{Flight, FlightId, WAITING};
 use super::resources::ResourceId;
@@ -13,6 +14,9 @@ use super::{
 
 /// C2's answer.
 const TIMEOUT: StanzaError = StanzaError(ErrorType::Wait, Condition::RemoteServerTimeout);
+
+/// B2's answer.
+const NO_RESOURCE: StanzaError = StanzaError(ErrorType::Cancel, Condition::ServiceUnavailable);
 
 impl<P: Clone> Proxy<P> {
     /// A8, C1: forwards the answer to a request, and ejects the resources
@@ -66,12 +70,13 @@ impl<P: Clone> Proxy<P> {
         } else {
             Retry::ResourceLost
         };
-        self.send_again(f, resource, reason);
+        self.send_again(f, resource, Some(reason));
         true
     }
 
-    /// Queues a request, already recorded as sent to `resource`, for it.
-    fn send_again(&mut self, f: FlightId, resource: ResourceId, reason: Retry) {
+    /// Queues a request, already recorded as sent to `resource`, for it;
+    /// counted as a retry for `reason`, unless it is its first send (K4).
+    fn send_again(&mut self, f: FlightId, resource: ResourceId, reason: Option<Retry>) {
         self.resources.add_load(resource);
         let flight = self.flights.get(f);
         let action = Action::Resend {
@@ -80,7 +85,9 @@ impl<P: Clone> Proxy<P> {
             to: self.resources.jid(resource).to_string(),
         };
         self.actions.push_back(action);
-        self.stats.retries[reason as usize] += 1;
+        if let Some(reason) = reason {
+            self.stats.retries[reason as usize] += 1;
+        }
     }
 
     /// A2: one resource went offline; its requests are settled (C3).
@@ -91,11 +98,13 @@ impl<P: Clone> Proxy<P> {
     }
 
     /// A3, A5: every resource went offline, so nothing waiting since a
-    /// reconnection can be sent again either.
-    pub(super) fn all_offline(&mut self) {
+    /// reconnection can be sent again either, and nothing held (K4) need
+    /// wait longer.
+    pub(super) fn all_offline(&mut self, now: Time) {
         for (id, jid) in self.resources.clear() {
             self.settle_lost(id, jid);
         }
+        self.end_hold(now);
         let waiting = self.flights.of(WAITING);
         if !waiting.is_empty() {
             let error = self.lost_error();
@@ -120,7 +129,14 @@ impl<P: Clone> Proxy<P> {
     /// online, which may be the one that had it, until its deadline; the
     /// service's own requests are forgotten (O5). The caller then asks for
     /// the target's presence again.
-    pub fn reconnect(&mut self, now: Time) {
+    ///
+    /// For `hold` from `now` (K4), a new request that finds no resource
+    /// known waits for the presences the probe brings instead of being
+    /// refused at once; the first connection counts too. The length is the
+    /// caller's (the component's `hold_after_connect`), not an option of
+    /// the core's: only a caller that connects has a use for it.
+    pub fn reconnect(&mut self, now: Time, hold: Duration) {
+        self.hold_until = (!hold.is_zero()).then(|| now.saturating_add(hold));
         let mut timed_out = 0;
         while let Some(f) = self.flights.first_expired(now) {
             self.fail(f, TIMEOUT, Outcome::Timeout);
@@ -155,10 +171,10 @@ impl<P: Clone> Proxy<P> {
         }
     }
 
-    /// Sends what waits since a reconnection to the resources that can take
-    /// it now; what finds none waits on.
+    /// Sends what waits since a reconnection, and what was held since (K4),
+    /// to the resources that can take it now; what finds none waits on.
     pub(super) fn send_waiting(&mut self) {
-        let mut sent = 0;
+        let (mut sent, mut held) = (0, 0);
         for f in self.flights.of(WAITING) {
             let flight = self.flights.get(f);
             let tried: Vec<Rc<str>> = flight.tried().iter().map(|t| t.0.clone()).collect();
@@ -166,13 +182,46 @@ impl<P: Clone> Proxy<P> {
             let Some(resource) = self.resources.choose(balance, key, &tried, &mut self.rng) else {
                 continue;
             };
+            // Held, it has not been sent yet: this is its first send.
+            let first = flight.sends == 0;
             self.flights.place(f, resource);
-            self.send_again(f, resource, Retry::ResourceLost);
-            sent += 1;
+            if first {
+                self.send_again(f, resource, None);
+                held += 1;
+            } else {
+                self.send_again(f, resource, Some(Retry::ResourceLost));
+                sent += 1;
+            }
         }
         if sent > 0 {
             let left = self.flights.of(WAITING).len();
             self.report(Event::WaitingSent { sent, left });
+        }
+        if held > 0 {
+            self.report(Event::HeldSent { sent: held });
+        }
+    }
+
+    /// K4: whether a new request that finds no resource known waits.
+    pub(super) fn holding(&self, now: Time) -> bool {
+        self.hold_until.is_some_and(|end| now < end) && self.resources.online() == 0
+    }
+
+    /// K4: the hold is over; what it held and no resource took is
+    /// answered as B2.
+    fn end_hold(&mut self, now: Time) {
+        if self.hold_until.take().is_none() {
+            return;
+        }
+        let held: Vec<FlightId> = (self.flights.of(WAITING).into_iter())
+            .filter(|&f| self.flights.get(f).sends == 0)
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        self.warn_no_resource(now);
+        for f in held {
+            self.fail(f, NO_RESOURCE, Outcome::NoResource);
         }
     }
 
@@ -256,6 +305,9 @@ impl<P: Clone> Proxy<P> {
     /// ejects the resources that let too many in a row expire.
     pub fn expire(&mut self, now: Time) {
         self.readmit(now);
+        if self.hold_until.is_some_and(|end| end <= now) {
+            self.end_hold(now);
+        }
         while let Some(f) = self.flights.first_expired(now) {
             let flight = self.flights.get(f);
             let (resource, inbound) = (flight.resource, flight.origin().is_none());

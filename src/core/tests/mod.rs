@@ -652,6 +652,7 @@ fn c3_a_get_accepted_with_one_attempt_is_not_resent_after_a_reload() {
 
 mod choosing;
 
+mod hold;
 mod messages;
 mod operate;
 mod reconnect;

@@ -24,7 +24,7 @@ fn c3_a_get_waits_for_a_resource_and_a_set_is_answered_recipient_unavailable() {
     s.online("a");
     s.request("get", U, "g");
     s.request("set", U, "s");
-    s.proxy.reconnect(s.now);
+    s.proxy.reconnect(s.now, Duration::ZERO);
     assert_eq!(
         s.actions(),
         to_u("s", ErrorType::Wait, Condition::RecipientUnavailable)
@@ -58,7 +58,7 @@ fn c2_a_deadline_passed_while_the_link_was_down_times_out_and_no_resource_is_bla
     s.request("get", U, "g");
     // No expiry ran while the link was down.
     s.now = s.now.saturating_add(Duration::from_secs(6));
-    s.proxy.reconnect(s.now);
+    s.proxy.reconnect(s.now, Duration::ZERO);
     assert_eq!(
         s.actions(),
         to_u("g", ErrorType::Wait, Condition::RemoteServerTimeout)
@@ -75,7 +75,7 @@ fn c2_a_waiting_get_times_out_at_its_deadline_when_no_resource_comes() {
     let mut s = sim_with(|c| c.timeout = 5.0);
     s.online("a");
     s.request("get", U, "g");
-    s.proxy.reconnect(s.now);
+    s.proxy.reconnect(s.now, Duration::ZERO);
     assert_eq!(
         s.proxy.next_deadline(),
         Some(s.now.saturating_add(Duration::from_secs(5)))
@@ -95,7 +95,7 @@ fn a3_no_resource_online_answers_what_waits_service_unavailable() {
     let mut s = sim();
     s.online("a");
     s.request("get", U, "g");
-    s.proxy.reconnect(s.now);
+    s.proxy.reconnect(s.now, Duration::ZERO);
     s.actions();
     // The probe's answer: nobody is online.
     s.presence_from(Some("unavailable"), T);
@@ -118,7 +118,7 @@ fn c3_a_get_with_no_attempt_left_is_answered_at_once() {
     let mut s = sim_with(|c| c.attempts = 1);
     s.online("a");
     s.request("get", U, "g");
-    s.proxy.reconnect(s.now);
+    s.proxy.reconnect(s.now, Duration::ZERO);
     assert_eq!(
         s.actions(),
         to_u("g", ErrorType::Wait, Condition::RecipientUnavailable)
@@ -135,7 +135,7 @@ fn d5_a_waiting_get_skips_a_resource_that_refused_it_and_waits_on() {
     s.online("b");
     s.handle(Stanza::iq("error", &tr("a"), &enc, "g").with_condition("feature-not-implemented"));
     assert_eq!(s.actions(), [resend(1, "b")]);
-    s.proxy.reconnect(s.now);
+    s.proxy.reconnect(s.now, Duration::ZERO);
     s.actions();
     // a said "not me": it does not get the request again.
     s.online("a");
@@ -159,7 +159,7 @@ fn d2_a_waiting_get_is_not_sent_to_a_draining_resource() {
     let mut s = sim_with(|c| c.drain_show = vec!["dnd".into()]);
     s.online("a");
     s.request("get", U, "g");
-    s.proxy.reconnect(s.now);
+    s.proxy.reconnect(s.now, Duration::ZERO);
     s.actions();
     s.handle(Stanza::presence(None, &tr("a"), P).with_show(Some("dnd"), 0));
     assert!(s.actions().is_empty());
@@ -173,7 +173,7 @@ fn o5_the_services_own_requests_are_forgotten() {
     s.online("a");
     let v = s.handle(Stanza::iq("get", &tr("a"), ENC, "ask"));
     assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
-    s.proxy.reconnect(s.now);
+    s.proxy.reconnect(s.now, Duration::ZERO);
     assert!(s.actions().is_empty(), "nobody to answer");
     assert!(s.proxy.is_settled());
 }
@@ -183,7 +183,7 @@ fn c4_close_answers_what_waits() {
     let mut s = sim();
     s.online("a");
     s.request("get", U, "g");
-    s.proxy.reconnect(s.now);
+    s.proxy.reconnect(s.now, Duration::ZERO);
     s.proxy.close();
     assert_eq!(
         s.actions(),
