@@ -1,6 +1,7 @@
 # client_proxy: build, install, test and demo.
 #
 #   make demo                      set up, build, and show it working
+#   make demo-component            the same through the standalone component
 #   make bench                     set up, build, and measure proxied against direct IQs (BENCHMARKS.md)
 #   make test                      set up, build, and run every test
 #   make install PLUGIN_DIR=DIR    put mod_client_proxy/ into Prosody's plugin path
@@ -37,7 +38,7 @@ PROSODY_VERSIONS = 0.12 13
 prosody_source_0.12 := /usr/lib/prosody
 prosody_source_13 := $(CURDIR)/target/prosody-13/root/usr/lib/prosody
 
-.PHONY: all setup plugin install deb test test-lua-variants test-busted test-cargo lint demo bench clean
+.PHONY: all setup plugin install deb test test-lua-variants test-busted test-cargo lint demo demo-component bench clean
 
 all: plugin
 
@@ -121,8 +122,16 @@ lint:
 
 test: setup plugin lint test-lua-variants test-busted test-cargo
 
+# The story of testbed/src/bin/demo/ told against a throwaway Prosody: with
+# the module, or (demo-component) through the standalone component on
+# Prosody's component port. Exits non-zero if a promise did not hold.
 demo: setup plugin
 	CLIENT_PROXY_PLUGIN_DIR=$(CURDIR)/build/lua-$(LUA) $(CARGO) run --release -q -p client_proxy_testbed --bin demo
+
+demo-component: setup plugin
+	$(CARGO) build --release -q -p client-proxy-component
+	CLIENT_PROXY_PLUGIN_DIR=$(CURDIR)/build/lua-$(LUA) CLIENT_PROXY_COMPONENT=$(CURDIR)/target/release/client-proxy-component \
+		$(CARGO) run --release -q -p client_proxy_testbed --bin demo -- --component
 
 # A throwaway Prosody (log level info) with the module; the load generator
 # alternates direct and proxied phases and prints the table. Options:
