@@ -200,7 +200,11 @@ impl Component {
                     self.servers.connected();
                     log::log(Level::Info, &format!("Connected to {server} as {domain}"));
                     let live = Liveness::new(self.settings.keepalive, heard);
-                    self.serve(&mut conn, live, &mut signals).await
+                    let end = self.serve(&mut conn, live, &mut signals).await;
+                    if let End::Lost(_) = end {
+                        self.take_unhandled(&mut conn).await;
+                    }
+                    end
                 }
                 Ok(Err(e)) => End::Lost(format!("cannot connect to {server}: {e}")),
                 Err(_) => End::Lost(format!(
@@ -233,6 +237,21 @@ impl Component {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// K7: the stanzas read from a link that is lost and not handled yet
+    /// are handled all the same, with nothing written: a request is then
+    /// in flight and settled at the next link's start, an answer waits for
+    /// the next link. Nothing the server delivered to the component is
+    /// dropped unanswered.
+    async fn take_unhandled(&mut self, conn: &mut Connection) {
+        conn.give_up();
+        conn.incoming.close();
+        while let Some(incoming) = conn.incoming.recv().await {
+            if let Incoming::Stanza(e) = incoming {
+                let _ = self.handle(conn, e).await;
             }
         }
     }
@@ -322,7 +341,8 @@ impl Component {
         // What was in flight when the last stream dropped: C2 past its
         // deadline, else as C3, with a `get` waiting for the resources the
         // probe relearns.
-        self.proxy.reconnect(self.now(), self.settings.hold_after_connect);
+        self.proxy
+            .reconnect(self.now(), self.settings.hold_after_connect);
         // Answers the last link could not carry (K7).
         while !self.unsent.is_empty() {
             if let Err(e) = conn.send(&self.unsent[0]).await {
@@ -438,14 +458,23 @@ impl Component {
             let attributes = stanzas::attributes(&e, &read);
             self.proxy.handle(attributes, now, || Some(e.clone()))
         };
-        self.flush(conn).await?;
-        match verdict {
+        // Even when this fails, the stanza's own verdict is applied below,
+        // so that an answer is kept for the next link (K7).
+        let flushed = self.flush(conn).await;
+        let sent = match verdict {
             Verdict::Forward { from, to, id, rtt } => {
                 if let (Some(m), Some(rtt)) = (&self.metrics, rtt) {
                     m.observe_rtt(rtt);
                 }
-                conn.send(&e.with_addresses(&from, &to, id.as_deref()))
-                    .await
+                let out = e.with_addresses(&from, &to, id.as_deref());
+                let sent = conn.send(&out).await;
+                // An answer (a reply time says so): its request is done in
+                // the core, so only this copy is left. A request is settled
+                // by the core at the next link's start.
+                if sent.is_err() && rtt.is_some() {
+                    self.unsent.push(out);
+                }
+                sent
             }
             Verdict::Reply(error) => match write::error_reply(&e, error) {
                 Some(reply) => {
@@ -467,7 +496,8 @@ impl Component {
                 Ok(())
             }
             Verdict::Done => Ok(()),
-        }
+        };
+        flushed.and(sent)
     }
 
     /// Sends what the core queued.

@@ -46,6 +46,10 @@ pub struct Connection {
     pub incoming: mpsc::Receiver<Incoming>,
     /// Whether the link still carries anything (K1); set once connected.
     pub live: Option<Liveness>,
+    /// A write failed: nothing more is written (K7). A stanza after a
+    /// partial one would not reach the server whole anyway, and a blocked
+    /// link would block every write for as long again.
+    broken: bool,
 }
 
 struct Reader {
@@ -211,26 +215,44 @@ pub async fn connect(
         writer,
         incoming,
         live: None,
+        broken: false,
     })
 }
 
 impl Connection {
     /// Writes a stanza (or a keepalive); a write blocked past the link's
-    /// deadline fails (K1).
+    /// deadline fails (K1). Once one write has failed, every later one
+    /// fails at once.
     pub async fn send(&mut self, stanza: &[u8]) -> io::Result<()> {
-        let Some(live) = &mut self.live else {
-            return self.writer.write_all(stanza).await;
-        };
-        match tokio::time::timeout(live.write_deadline(), self.writer.write_all(stanza)).await {
-            Ok(result) => {
-                live.sent();
-                result
-            }
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("a write blocked for {} s", live.write_deadline().as_secs()),
-            )),
+        if self.broken {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "an earlier write failed",
+            ));
         }
+        let result = match &mut self.live {
+            None => self.writer.write_all(stanza).await,
+            Some(live) => {
+                let deadline = live.write_deadline();
+                match tokio::time::timeout(deadline, self.writer.write_all(stanza)).await {
+                    Ok(result) => {
+                        live.sent();
+                        result
+                    }
+                    Err(_) => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("a write blocked for {} s", deadline.as_secs()),
+                    )),
+                }
+            }
+        };
+        self.broken = result.is_err();
+        result
+    }
+
+    /// The link is lost: nothing more is written.
+    pub fn give_up(&mut self) {
+        self.broken = true;
     }
 
     /// Closes our side of the stream; the server closes its own after.
