@@ -70,7 +70,7 @@ impl Setup {
 }
 
 #[tokio::test]
-async fn the_component_reconnects_after_a_server_restart_and_relearns_the_resources() {
+async fn l9_the_component_reconnects_after_a_server_restart_and_relearns_the_resources() {
     let mut s = setup("");
     let mut svc = s.service("r1").await;
     let mut alice = s.client("alice").await;
@@ -158,7 +158,7 @@ async fn c2_a_deadline_passed_while_the_link_was_down_is_answered_once_it_is_bac
 }
 
 #[tokio::test]
-async fn a_new_component_learns_the_resources_already_online_by_probe() {
+async fn l2_a_new_component_learns_the_resources_already_online_by_probe() {
     // Prosody answers the subscribe of a contact already approved with
     // `subscribed` and every available presence; here only the answer to a
     // probe gets through, so the component must probe.
@@ -181,7 +181,7 @@ async fn a_new_component_learns_the_resources_already_online_by_probe() {
 }
 
 #[tokio::test]
-async fn c4_sigterm_answers_what_is_in_flight_and_closes_the_stream() {
+async fn c4_l10_sigterm_answers_what_is_in_flight_and_closes_the_stream() {
     let mut s = setup("");
     let mut svc = s.service("r1").await;
     let mut alice = s.client("alice").await;
@@ -202,7 +202,7 @@ async fn c4_sigterm_answers_what_is_in_flight_and_closes_the_stream() {
 }
 
 #[tokio::test]
-async fn sighup_reloads_the_options_keeping_what_is_in_flight_and_refuses_bad_ones() {
+async fn l6_sighup_reloads_the_options_keeping_what_is_in_flight_and_refuses_bad_ones() {
     let mut s = setup("resources = [\"r1\"]");
     let r1 = spawn_echo(s.service("r1").await);
     r1.set_mode(EchoMode::Delay(Duration::from_millis(1500)));
@@ -377,7 +377,7 @@ async fn metrics_are_served_while_requests_are_held_and_count_replies_and_timeou
 }
 
 #[test]
-fn a_bad_option_is_refused_at_start_naming_it_with_exit_code_2() {
+fn l1_a_bad_option_is_refused_at_start_naming_it_with_exit_code_2() {
     for (args, named) in [
         (&["--attempts", "0"][..], "option 'attempts'"),
         (&["--balance", "fastest"][..], "option 'balance'"),

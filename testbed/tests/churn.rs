@@ -304,7 +304,7 @@ async fn c4_unload_answers_everything_in_flight() {
 }
 
 #[tokio::test]
-async fn reload_keeps_resources_and_requests_in_flight() {
+async fn l6_a_reload_keeps_resources_and_requests_in_flight() {
     let server = proxy_server(LONG_TIMEOUT);
     let r1 = silent(&server, "r1").await;
     let mut alice = server.client("alice", "phone").await;
@@ -408,7 +408,7 @@ async fn reload_then_a_killed_resource_get_accepted_before_is_served_by_another(
 }
 
 #[tokio::test]
-async fn reload_keeps_the_deadlines_of_requests_in_flight() {
+async fn l6_a_reload_keeps_the_deadlines_of_requests_in_flight() {
     let server = proxy_server("client_proxy_timeout = 2");
     let r1 = silent(&server, "r1").await;
     let mut alice = server.client("alice", "phone").await;
@@ -539,7 +539,7 @@ async fn flood_from_one_requester_does_not_starve_another() {
 }
 
 #[tokio::test]
-async fn reload_with_refused_options_keeps_serving_as_before() {
+async fn l6_a_reload_with_refused_options_keeps_serving_as_before() {
     let server = proxy_server(LONG_TIMEOUT);
     let r1 = silent(&server, "r1").await;
     let mut alice = server.client("alice", "phone").await;

@@ -19,7 +19,7 @@ async fn get(client: &mut Xmpp, to: &str, id: &str) -> Option<Element> {
 }
 
 #[tokio::test]
-async fn life_cycle_bad_config_is_refused_and_prosody_keeps_serving() {
+async fn l1_a_bad_config_is_refused_and_prosody_keeps_serving() {
     // One component host per case, all in one server: each refused with a
     // line naming its option (and the range, where there is one), the
     // others and Prosody unaffected.
@@ -124,7 +124,7 @@ async fn life_cycle_bad_config_is_refused_and_prosody_keeps_serving() {
 }
 
 #[tokio::test]
-async fn life_cycle_a_failure_in_the_core_is_answered_and_prosody_keeps_running() {
+async fn l8_a_failure_in_the_core_is_answered_and_prosody_keeps_running() {
     // The shipped module beside a library whose router raises.
     let plugins = failing_plugin_dir("core exploded").expect("build the failing library");
     let server = ProxyServer::builder_from(plugins.path(), "")
@@ -167,7 +167,7 @@ async fn life_cycle_a_failure_in_the_core_is_answered_and_prosody_keeps_running(
 }
 
 #[tokio::test]
-async fn life_cycle_refuses_to_load_on_a_virtual_host() {
+async fn l1_the_module_refuses_to_load_on_a_virtual_host() {
     let server = ProxyServer::builder("")
         .with(|b| b.virtual_host_with("other.localhost", "modules_enabled = { \"client_proxy\" }"))
         .start()
@@ -181,7 +181,7 @@ async fn life_cycle_refuses_to_load_on_a_virtual_host() {
 }
 
 #[tokio::test]
-async fn life_cycle_roster_is_managed_with_no_manual_step() {
+async fn l4_the_roster_is_managed_with_no_manual_step() {
     let server = proxy_server("");
     let mut svc = server.service("r1").await;
     let roster = Element::builder("query", "jabber:iq:roster").build();
@@ -213,7 +213,7 @@ fn shell(server: &ProxyServer, command: &str) -> String {
 }
 
 #[tokio::test]
-async fn life_cycle_a_restart_of_the_component_host_learns_the_resources_online_by_probe() {
+async fn l2_a_restart_of_the_component_host_learns_the_resources_online_by_probe() {
     // The server gives the component the target's presence only in answer
     // to its probe (no push, no `subscribed` answer of its own).
     let server = ProxyServer::builder("")
@@ -243,7 +243,7 @@ async fn life_cycle_a_restart_of_the_component_host_learns_the_resources_online_
 }
 
 #[tokio::test]
-async fn life_cycle_a_target_host_that_activates_after_the_component_host_is_waited_for() {
+async fn l3_a_target_host_that_activates_after_the_component_host_is_waited_for() {
     const LATE: &str = "late.localhost";
     let target = format!("svc@{LATE}");
     let server = ProxyServer::builder(&format!("target_address = \"{target}\""))

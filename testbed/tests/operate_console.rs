@@ -381,7 +381,7 @@ async fn console_refuses_bad_arguments_in_one_line() {
 }
 
 #[tokio::test]
-async fn reload_with_a_new_target_answers_the_old_and_serves_the_new() {
+async fn l7_a_reload_with_a_new_target_answers_the_old_and_serves_the_new() {
     // The server gives the component svc2's presence only in answer to
     // its probe, and makes no `subscribed` answer of its own (which would
     // make the component probe too): new1 is learned by the probe the

@@ -465,7 +465,7 @@ async fn b1_a_requester_too_long_for_a_resource_travels_as_a_token() {
 }
 
 #[tokio::test]
-async fn b1_iqs_that_prosody_itself_knows_still_reach_the_service() {
+async fn b1_l5_iqs_that_prosody_itself_knows_still_reach_the_service() {
     let server = proxy_server("");
     let _r1 = spawn_echo(server.service("r1").await);
     let mut alice = server.client("alice", "phone").await;
