@@ -108,7 +108,8 @@ impl Peers {
 }
 
 impl<P: Clone> Proxy<P> {
-    /// M1, M4, B6: a message from a requester.
+    /// A message from a requester: forwarded, refused or answered (M1, M4,
+    /// B6).
     pub(super) fn message(&mut self, s: Stanza<'_>, now: Time) -> Verdict {
         if !self.config.messages {
             return reply(ErrorType::Cancel, Condition::FeatureNotImplemented);

@@ -12,10 +12,10 @@ use super::{
     Time, Verdict,
 };
 
-/// C2's answer.
+/// The answer to a request past its deadline (C2).
 const TIMEOUT: StanzaError = StanzaError(ErrorType::Wait, Condition::RemoteServerTimeout);
 
-/// B2's answer.
+/// The answer when no resource can take a request (B2).
 const NO_RESOURCE: StanzaError = StanzaError(ErrorType::Cancel, Condition::ServiceUnavailable);
 
 impl<P: Clone> Proxy<P> {

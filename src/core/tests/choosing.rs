@@ -149,7 +149,7 @@ fn d4_a_key_stays_on_one_resource_and_moves_only_when_it_leaves() {
             assert_ne!(now, tr("b"));
         }
     }
-    // No key: D3 applies.
+    // No key: the balance strategy chooses (D3).
     assert!(matches!(
         s.handle(Stanza::iq("get", U, P, "nokey")),
         Verdict::Forward { .. }
