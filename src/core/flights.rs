@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use slab::Slab;
+
 use super::jat::RequesterId;
 use super::resources::ResourceId;
 use super::{Method, Time};
@@ -117,12 +119,6 @@ pub(crate) struct NewFlight<'a, P> {
     pub origin: Option<Origin>,
 }
 
-#[derive(Debug)]
-enum Slot<P> {
-    Full(Flight<P>),
-    Free { next: u32 },
-}
-
 #[derive(PartialEq, Eq, Hash)]
 struct Key {
     requester: RequesterId,
@@ -181,8 +177,7 @@ impl std::hash::Hash for dyn AsKeyRef + '_ {
 }
 
 pub(crate) struct Flights<P> {
-    slots: Vec<Slot<P>>,
-    free: u32,
+    slots: Slab<Flight<P>>,
     index: HashMap<Key, FlightId>,
     by_deadline: List,
     by_resource: Vec<List>,
@@ -195,8 +190,7 @@ pub(crate) struct Flights<P> {
 impl<P> Default for Flights<P> {
     fn default() -> Self {
         Flights {
-            slots: Vec::new(),
-            free: NIL,
+            slots: Slab::new(),
             index: HashMap::new(),
             by_deadline: EMPTY,
             by_resource: Vec::new(),
@@ -217,17 +211,11 @@ impl<P> Flights<P> {
     }
 
     pub fn get(&self, f: FlightId) -> &Flight<P> {
-        match &self.slots[f as usize] {
-            Slot::Full(flight) => flight,
-            Slot::Free { .. } => unreachable!("flight {f} is not in flight"),
-        }
+        &self.slots[f as usize]
     }
 
     fn get_mut(&mut self, f: FlightId) -> &mut Flight<P> {
-        match &mut self.slots[f as usize] {
-            Slot::Full(flight) => flight,
-            Slot::Free { .. } => unreachable!("flight {f} is not in flight"),
-        }
+        &mut self.slots[f as usize]
     }
 
     /// Adds a request; the caller has checked that (requester, id) is new.
@@ -257,18 +245,7 @@ impl<P> Flights<P> {
             }),
             links: [UNLINKED; 2],
         };
-        let f = if self.free == NIL {
-            self.slots.push(Slot::Full(flight));
-            (self.slots.len() - 1) as FlightId
-        } else {
-            let f = self.free;
-            self.free = match self.slots[f as usize] {
-                Slot::Free { next } => next,
-                Slot::Full(_) => unreachable!("free list holds a full slot"),
-            };
-            self.slots[f as usize] = Slot::Full(flight);
-            f
-        };
+        let f = FlightId::try_from(self.slots.insert(flight)).expect("fewer than 2^32 requests");
         self.kept_bytes += u64::from(self.get(f).payload_bytes);
         self.index.insert(Key { requester, id }, f);
         self.link_by_deadline(f, deadline);
@@ -280,11 +257,7 @@ impl<P> Flights<P> {
     pub fn remove(&mut self, f: FlightId) -> Flight<P> {
         self.unlink(f, BY_DEADLINE);
         self.unlink(f, BY_RESOURCE);
-        let slot = std::mem::replace(&mut self.slots[f as usize], Slot::Free { next: self.free });
-        self.free = f;
-        let Slot::Full(flight) = slot else {
-            unreachable!("flight {f} is not in flight")
-        };
+        let flight = self.slots.remove(f as usize);
         let key = KeyRef {
             requester: flight.requester,
             id: &flight.id,

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use rand::{rngs::SmallRng, RngExt};
+use slab::Slab;
 
 /// The longest resourcepart (RFC 7622 §3.4).
 pub const MAX_RESOURCE_BYTES: usize = 1023;
@@ -54,8 +55,7 @@ struct Requester {
 pub(crate) struct Requesters {
     /// P, the component.
     host: Box<str>,
-    slots: Vec<Option<Requester>>,
-    free: Vec<RequesterId>,
+    slots: Slab<Requester>,
     by_jid: HashMap<Rc<str>, RequesterId>,
     by_token: HashMap<Box<str>, RequesterId>,
     per_bare: HashMap<Box<str>, u32>,
@@ -71,8 +71,7 @@ impl Requesters {
     pub fn new(host: &str) -> Self {
         Requesters {
             host: host.into(),
-            slots: Vec::new(),
-            free: Vec::new(),
+            slots: Slab::new(),
             by_jid: HashMap::new(),
             by_token: HashMap::new(),
             per_bare: HashMap::new(),
@@ -112,10 +111,7 @@ impl Requesters {
             Some(id) => id,
             None => self.add(jid, rng),
         };
-        self.slots[id as usize]
-            .as_mut()
-            .expect("requester")
-            .in_flight += 1;
+        self.slots[id as usize].in_flight += 1;
         if !counted {
             return id;
         }
@@ -129,7 +125,7 @@ impl Requesters {
     }
 
     fn add(&mut self, jid: &str, rng: &mut SmallRng) -> RequesterId {
-        let id = self.free.pop().unwrap_or(self.slots.len() as RequesterId);
+        let id = RequesterId::try_from(self.slots.vacant_key()).expect("fewer than 2^32 requesters");
         let token = (!fits_verbatim(jid)).then(|| loop {
             let t: Box<str> = format!("{TOKEN_PREFIX}{:016x}", rng.random::<u64>()).into();
             if !self.by_token.contains_key(&t) {
@@ -142,24 +138,19 @@ impl Requesters {
         let proxied = super::join(&self.host, token.as_deref().unwrap_or(jid)).into();
         let jid: Rc<str> = jid.into();
         self.by_jid.insert(jid.clone(), id);
-        let r = Some(Requester {
+        self.slots.insert(Requester {
             jid,
             token,
             proxied,
             in_flight: 0,
         });
-        if id as usize == self.slots.len() {
-            self.slots.push(r);
-        } else {
-            self.slots[id as usize] = r;
-        }
         id
     }
 
     /// Counts one request less for `id` (`counted` as it was acquired),
     /// forgetting it at zero.
     pub fn release(&mut self, id: RequesterId, counted: bool) {
-        let r = self.slots[id as usize].as_mut().expect("requester");
+        let r = &mut self.slots[id as usize];
         r.in_flight -= 1;
         if counted {
             let bare_jid = bare(&r.jid);
@@ -170,22 +161,21 @@ impl Requesters {
             }
         }
         if r.in_flight == 0 {
-            let r = self.slots[id as usize].take().expect("requester");
+            let r = self.slots.remove(id as usize);
             self.by_jid.remove(&r.jid);
             if let Some(t) = &r.token {
                 self.by_token.remove(t);
             }
-            self.free.push(id);
         }
     }
 
     pub fn jid(&self, id: RequesterId) -> &Rc<str> {
-        &self.slots[id as usize].as_ref().expect("requester").jid
+        &self.slots[id as usize].jid
     }
 
     /// P/enc(U).
     pub fn proxied(&self, id: RequesterId) -> &Rc<str> {
-        &self.slots[id as usize].as_ref().expect("requester").proxied
+        &self.slots[id as usize].proxied
     }
 
     /// True when nothing is held (every count back to zero).

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
+use slab::Slab;
 
 use super::balance::{self, Order};
 use super::config::{Balance, Config};
@@ -212,8 +213,7 @@ impl Policy {
 pub(crate) struct Resources {
     /// The bare JID they are resources of.
     account: Box<str>,
-    slots: Vec<Option<Resource>>,
-    free: Vec<ResourceId>,
+    slots: Slab<Resource>,
     by_name: HashMap<Box<str>, ResourceId>,
     eligible: Order,
     /// Ejected, and eligible but for that (D9's fallback).
@@ -230,8 +230,7 @@ impl Resources {
     pub fn new(config: &Config) -> Self {
         Resources {
             account: config.target.as_str().into(),
-            slots: Vec::new(),
-            free: Vec::new(),
+            slots: Slab::new(),
             by_name: HashMap::new(),
             eligible: Order::default(),
             fallback: Vec::new(),
@@ -245,12 +244,11 @@ impl Resources {
     /// Takes new options; eligibility follows them at once.
     pub fn reconfigure(&mut self, config: &Config) {
         self.policy = Policy::from(config);
-        for id in 0..self.slots.len() as ResourceId {
-            if let Some(r) = self.slots[id as usize].as_mut() {
-                r.filtered = !self.policy.admits(&r.name);
-                r.draining = self.policy.drains(r.show.as_deref());
-                self.relist(id);
-            }
+        for id in self.ids() {
+            let r = &mut self.slots[id as usize];
+            r.filtered = !self.policy.admits(&r.name);
+            r.draining = self.policy.drains(r.show.as_deref());
+            self.relist(id);
         }
     }
 
@@ -291,16 +289,8 @@ impl Resources {
                 if let Some((until, _)) = ejected {
                     self.note_readmission(until);
                 }
-                let id = match self.free.pop() {
-                    Some(id) => {
-                        self.slots[id as usize] = Some(resource);
-                        id
-                    }
-                    None => {
-                        self.slots.push(Some(resource));
-                        (self.slots.len() - 1) as ResourceId
-                    }
-                };
+                let id = ResourceId::try_from(self.slots.insert(resource))
+                    .expect("fewer resources than ids");
                 self.by_name.insert(name.into(), id);
                 id
             }
@@ -317,20 +307,22 @@ impl Resources {
     }
 
     fn slot(&mut self, id: ResourceId) -> &mut Resource {
-        self.slots[id as usize].as_mut().expect("online resource")
+        &mut self.slots[id as usize]
+    }
+
+    /// The ids of the online resources, in id order.
+    fn ids(&self) -> Vec<ResourceId> {
+        self.slots.iter().map(|(id, _)| id as ResourceId).collect()
     }
 
     /// Moves `id` to where its state says it belongs.
     fn relist(&mut self, id: ResourceId) {
-        let to = self.slots[id as usize]
-            .as_ref()
-            .expect("online resource")
-            .listing();
+        let to = self.slots[id as usize].listing();
         self.list(id, to);
     }
 
     fn list(&mut self, id: ResourceId, to: Listed) {
-        let r = self.slots[id as usize].as_ref().expect("online resource");
+        let r = &self.slots[id as usize];
         let (from, load) = (r.listed, r.in_flight);
         if from == to {
             return;
@@ -376,8 +368,7 @@ impl Resources {
     pub fn remove(&mut self, name: &str) -> Option<(ResourceId, Rc<str>)> {
         let id = self.by_name.remove(name)?;
         self.list(id, Listed::Nowhere);
-        let jid = self.slots[id as usize].take().expect("online resource").jid;
-        self.free.push(id);
+        let jid = self.slots.remove(id as usize).jid;
         Some((id, jid))
     }
 
@@ -386,13 +377,9 @@ impl Resources {
         let gone = self
             .by_name
             .drain()
-            .map(|(_, id)| {
-                let r = self.slots[id as usize].as_ref().expect("online resource");
-                (id, r.jid.clone())
-            })
+            .map(|(_, id)| (id, self.slots[id as usize].jid.clone()))
             .collect();
         self.slots.clear();
-        self.free.clear();
         self.eligible = Order::default();
         self.fallback.clear();
         self.next_readmission = None;
@@ -404,7 +391,7 @@ impl Resources {
     }
 
     pub fn get(&self, id: ResourceId) -> Option<&Resource> {
-        self.slots.get(id as usize)?.as_ref()
+        self.slots.get(id as usize)
     }
 
     /// The full JID of an online resource.
@@ -423,7 +410,7 @@ impl Resources {
 
     /// One request less in flight at `id`, if it is still online.
     pub fn drop_load(&mut self, id: ResourceId) {
-        let Some(r) = self.slots.get_mut(id as usize).and_then(Option::as_mut) else {
+        let Some(r) = self.slots.get_mut(id as usize) else {
             return;
         };
         r.in_flight -= 1;
@@ -445,7 +432,7 @@ impl Resources {
 
     /// The resource lost a request (C3) without answering it.
     pub fn lost(&mut self, id: ResourceId) {
-        if let Some(r) = self.slots.get_mut(id as usize).and_then(Option::as_mut) {
+        if let Some(r) = self.slots.get_mut(id as usize) {
             r.failed += 1;
         }
     }
@@ -501,10 +488,8 @@ impl Resources {
         }
         self.next_readmission = None;
         let mut readmitted = Vec::new();
-        for id in 0..self.slots.len() as ResourceId {
-            let Some(r) = self.slots[id as usize].as_mut() else {
-                continue;
-            };
+        for id in self.ids() {
+            let r = self.slot(id);
             match r.ejected {
                 Some((until, reason)) if until <= now => {
                     r.ejected = None;
@@ -535,10 +520,10 @@ impl Resources {
                 return Some(id);
             }
         }
-        let untried = |ids: &[ResourceId], slots: &[Option<Resource>]| -> Vec<(ResourceId, u32)> {
+        let untried = |ids: &[ResourceId], slots: &Slab<Resource>| -> Vec<(ResourceId, u32)> {
             ids.iter()
                 .filter_map(|&id| {
-                    let r = slots[id as usize].as_ref().expect("listed resource");
+                    let r = &slots[id as usize];
                     (!tried.iter().any(|t| **t == *r.jid)).then_some((id, r.in_flight))
                 })
                 .collect()
@@ -551,7 +536,7 @@ impl Resources {
             Some(key) => candidates
                 .iter()
                 .max_by_key(|&&(id, _)| {
-                    let r = self.slots[id as usize].as_ref().expect("listed resource");
+                    let r = &self.slots[id as usize];
                     (balance::score(key, r.hash), r.hash)
                 })
                 .map(|c| c.0),
@@ -564,7 +549,7 @@ impl Resources {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Resource> {
-        self.slots.iter().flatten()
+        self.slots.iter().map(|(_, r)| r)
     }
 }
 
