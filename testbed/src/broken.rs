@@ -9,6 +9,7 @@ use std::io;
 use std::path::Path;
 use std::process::Command;
 
+use crate::process::server_dir;
 use crate::{plugin_dir, TempDir};
 
 /// Lua run by the stand-in library's `luaopen_client_proxy` with the real
@@ -37,7 +38,7 @@ return wrapped
 /// raises `message` on every stanza; removed when dropped. Builds the
 /// stand-in library with the C compiler and Lua 5.4's headers.
 pub fn failing_plugin_dir(message: &str) -> io::Result<TempDir> {
-    let dir = TempDir::new()?;
+    let dir = server_dir()?;
     let module = dir.path().join("mod_client_proxy");
     fs::create_dir(&module)?;
     let built = plugin_dir().join("mod_client_proxy");

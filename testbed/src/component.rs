@@ -4,13 +4,12 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::TempDir;
+use crate::process::{self, poll_until, read_lossy, server_dir, Guarded, TempDir};
 
 /// How long the binary may take to connect to its server.
 const CONNECT: Duration = Duration::from_secs(10);
@@ -41,8 +40,11 @@ pub fn component_binary() -> &'static Path {
 }
 
 /// A running `client-proxy-component`.
+///
+/// It is killed when dropped and when the thread that started it exits; a
+/// panicking thread prints its log.
 pub struct Component {
-    child: Option<Child>,
+    child: Option<Guarded>,
     dir: TempDir,
 }
 
@@ -50,7 +52,7 @@ impl Component {
     /// Starts `binary --config FILE` with `config` in FILE, and returns once
     /// it has connected to its server.
     pub fn start(binary: &Path, config: &str) -> io::Result<Component> {
-        let dir = TempDir::new()?;
+        let dir = server_dir()?;
         let file = dir.path().join("component.toml");
         fs::write(&file, config)?;
         let log = fs::File::create(dir.path().join("component.log"))?;
@@ -61,29 +63,27 @@ impl Component {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        die_with_this_thread(&mut command);
-        let child = command.spawn().map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot run {}: {e}", binary.display()))
-        })?;
-        let component = Component {
-            child: Some(child),
+        let mut component = Component {
+            child: Some(Guarded::spawn(&mut command)?),
             dir,
         };
-        if !component.wait_for_log("Connected to", 1, CONNECT) {
+        let log_path = component.log_path();
+        let child = component.child.as_mut().expect("spawned");
+        if let Err(e) = child.wait_until(CONNECT, || {
+            read_lossy(&log_path, 0)
+                .contains("Connected to")
+                .then_some(())
+        }) {
             return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "the component did not connect in {} s:\n{}",
-                    CONNECT.as_secs(),
-                    component.log()
-                ),
+                e.kind(),
+                format!("the component did not connect: {e}\n{}", component.log()),
             ));
         }
         Ok(component)
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().map(Guarded::pid)
     }
 
     /// The TOML file it was started with, read again on [`reload`](Self::reload).
@@ -93,9 +93,7 @@ impl Component {
 
     /// SIGHUP: it reads its options again.
     pub fn reload(&self) {
-        let child = self.child.as_ref().expect("running");
-        // SAFETY: a plain kill(2) of our own child.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
+        self.child.as_ref().expect("running").signal(libc::SIGHUP);
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -104,13 +102,13 @@ impl Component {
 
     /// Everything it logged so far.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.log_path()).unwrap_or_default()
+        read_lossy(&self.log_path(), 0)
     }
 
     /// Whether `needle` is in the log `count` times within `timeout`.
     pub fn wait_for_log(&self, needle: &str, count: usize, timeout: Duration) -> bool {
-        self.poll_log(timeout, |log| {
-            (log.matches(needle).count() >= count).then_some(())
+        poll_until(timeout, || {
+            (self.log().matches(needle).count() >= count).then_some(())
         })
         .is_some()
     }
@@ -118,72 +116,29 @@ impl Component {
     /// Which of `needles` is in the log first (by the order given), within
     /// `timeout`.
     pub fn wait_for_one_of(&self, needles: &[&str], timeout: Duration) -> Option<usize> {
-        self.poll_log(timeout, |log| needles.iter().position(|n| log.contains(n)))
-    }
-
-    fn poll_log<T>(&self, timeout: Duration, found: impl Fn(&str) -> Option<T>) -> Option<T> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(t) = found(&self.log()) {
-                return Some(t);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll_until(timeout, || {
+            let log = self.log();
+            needles.iter().position(|n| log.contains(n))
+        })
     }
 
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.child = None;
     }
 
     /// SIGTERM, and its exit status (killed, and a panic, after 10 s).
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
-        // SAFETY: a plain kill(2) of our own child.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for the component") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("the component did not stop on SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = self.child.take().expect("running");
+        child.signal(libc::SIGTERM);
+        child
+            .stop(Duration::from_secs(10), || false)
+            .expect("the component did not stop on SIGTERM")
     }
 }
 
 impl Drop for Component {
     fn drop(&mut self) {
         self.kill();
-        if std::thread::panicking() {
-            eprintln!("--- component log ---\n{}", self.log());
-        }
-    }
-}
-
-/// Makes the child die with the spawning thread, e.g. when a test binary is
-/// killed before a destructor can run.
-pub(crate) fn die_with_this_thread(command: &mut Command) {
-    let parent = std::process::id();
-    // SAFETY: only async-signal-safe libc calls between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() as u32 != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
+        process::print_log_if_panicking("component log", &self.log_path(), 200);
     }
 }

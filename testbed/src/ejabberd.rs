@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::prosody::TempDir;
+use crate::TempDir;
 
 const EJABBERDCTL: &str = "ejabberdctl";
 const EPMD: &str = "epmd";

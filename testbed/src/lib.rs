@@ -37,6 +37,7 @@ mod client;
 mod component;
 mod ejabberd;
 mod fixture;
+mod process;
 mod prosody;
 
 pub use broken::failing_plugin_dir;
@@ -50,9 +51,9 @@ pub use fixture::{
     plugin_dir, proxy_server, spread, Deployment, ProxyServer, ProxyServerBuilder, DEPLOYMENT_ENV,
     PASSWORD, PROXY, REQUESTERS, TARGET,
 };
+pub use process::{TempDir, KEEP_TESTDIR_ENV};
 pub use prosody::{
-    http_get, metric, samples, Installation, Prosody, ProsodyBuilder, Sample, TempDir,
-    KEEP_TESTDIR_ENV, PROSODY_ENV,
+    http_get, metric, samples, Installation, Prosody, ProsodyBuilder, Sample, PROSODY_ENV,
 };
 
 /// Re-exported so that users build stanzas with the same versions the

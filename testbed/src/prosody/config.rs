@@ -4,8 +4,9 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 
-use super::files::{absolute, make_test_dir};
-use super::{free_port, Installation, Prosody, ADMIN_SOCKET, CONFIG_FILE, LOG_FILE, PID_FILE};
+use super::files::absolute;
+use super::{Installation, Prosody, ADMIN_SOCKET, CONFIG_FILE, LOG_FILE, PID_FILE};
+use crate::process::{free_port, server_dir};
 
 /// Loaded on every host. `admin_shell` serves [`Prosody::shell`];
 /// `testbed` is the helper plugin below.
@@ -262,7 +263,7 @@ impl ProsodyBuilder {
 
     /// [`start`](Self::start), trying `port` first if given.
     pub(super) fn start_on(self, port: Option<u16>) -> io::Result<Prosody> {
-        let dir = make_test_dir()?;
+        let dir = server_dir()?;
         let users = self.users.clone();
         // From here on, dropping `server` cleans the directory up.
         let mut server = Prosody {
@@ -275,11 +276,11 @@ impl ProsodyBuilder {
             component_port: 0,
         };
         for sub in ["data", "certs", "plugins"] {
-            fs::create_dir(server.dir.join(sub))?;
+            fs::create_dir(server.dir().join(sub))?;
         }
-        fs::write(server.dir.join("plugins/mod_testbed.lua"), TESTBED_PLUGIN)?;
+        fs::write(server.dir().join("plugins/mod_testbed.lua"), TESTBED_PLUGIN)?;
         fs::write(
-            server.dir.join("plugins/mod_testbed_probe_only.lua"),
+            server.dir().join("plugins/mod_testbed_probe_only.lua"),
             PROBE_ONLY_PLUGIN,
         )?;
         server.port = match port {
@@ -298,7 +299,7 @@ impl ProsodyBuilder {
 impl Prosody {
     /// The generated `prosody.cfg.lua`.
     pub fn config_path(&self) -> PathBuf {
-        self.dir.join(CONFIG_FILE)
+        self.dir().join(CONFIG_FILE)
     }
     /// The roster items of the builder, in Prosody's internal storage
     /// (`data/HOST/roster/USER.dat`, names %-encoded as its datamanager does).
@@ -310,7 +311,11 @@ impl Prosody {
                     format!("not a user JID: {jid:?}"),
                 )
             })?;
-            let dir = self.dir.join("data").join(path_encode(host)).join("roster");
+            let dir = self
+                .dir()
+                .join("data")
+                .join(path_encode(host))
+                .join("roster");
             fs::create_dir_all(&dir)?;
             let item = format!(
                 "return {{\n\t[{}] = {{ subscription = {}; groups = {{}}; }};\n\t[false] = {{ \
@@ -329,7 +334,7 @@ impl Prosody {
 
     fn render_config(&self) -> String {
         let cfg = &self.config;
-        let path = |name: &str| lua_str(&self.dir.join(name).to_string_lossy());
+        let path = |name: &str| lua_str(&self.dir().join(name).to_string_lossy());
         let mut plugin_paths = vec![path("plugins")];
         plugin_paths.extend(
             cfg.plugin_paths

@@ -5,7 +5,8 @@ use std::io::{self, Read};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use super::{free_port, Prosody};
+use super::Prosody;
+use crate::process::free_port;
 
 impl Prosody {
     /// Where HTTP is served (plain, no TLS), if

@@ -3,7 +3,9 @@
 //! The pieces: [`config`] (the builder and the generated config),
 //! [`install`] (which Prosody runs), [`ctl`] (prosodyctl: accounts and the
 //! admin console), [`http`] (the HTTP port and its metrics) and [`files`]
-//! (the server's directory and its log); the process life cycle is here.
+//! (the server's log); how Prosody is started, told it is ready and
+//! stopped is here, on top of the life cycle every server of the testbed
+//! shares ([`crate::process`]).
 
 mod config;
 mod ctl;
@@ -11,26 +13,20 @@ mod files;
 mod http;
 mod install;
 
-use std::fmt::Write as _;
 use std::fs;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
 
 pub use config::ProsodyBuilder;
-pub use files::TempDir;
 pub use http::{http_get, metric, samples, Sample};
 pub use install::{Installation, PROSODY_ENV};
 
-use files::{file_len, read_lossy, tail};
-
-/// Set this environment variable (to anything) to keep the server's
-/// directory (config, data, log) after the [`Prosody`] is dropped.
-pub const KEEP_TESTDIR_ENV: &str = "CLIENT_PROXY_KEEP_TESTDIR";
+use crate::process::{
+    self, file_len, free_port, keep_dirs, log_tail, read_lossy, Guarded, StartError, TempDir,
+};
 
 const PROSODY: &str = "prosody";
 const PROSODYCTL: &str = "prosodyctl";
@@ -46,7 +42,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Starts retried on a fresh port when the chosen one was taken meanwhile.
 const PORT_ATTEMPTS: usize = 5;
-const POLL: Duration = Duration::from_millis(10);
 
 /// Logged by the helper plugin once Prosody fires `server-started`, i.e.
 /// after every host, component and listening port has been set up.
@@ -58,14 +53,14 @@ const SHUTDOWN_MARKER: &str = "Shutdown complete";
 /// A running Prosody in its own temporary directory.
 ///
 /// Dropping it stops the server (SIGTERM, then SIGKILL after a few seconds)
-/// and deletes the directory, unless [`KEEP_TESTDIR_ENV`] is set. If the
+/// and deletes the directory, unless [`KEEP_TESTDIR_ENV`](crate::KEEP_TESTDIR_ENV) is set. If the
 /// thread is panicking (a failed test), the end of the log is printed.
 #[derive(Debug)]
 #[must_use = "dropping it stops the server"]
 pub struct Prosody {
-    child: Option<Child>,
+    child: Option<Guarded>,
     install: &'static Installation,
-    dir: PathBuf,
+    dir: TempDir,
     config: ProsodyBuilder,
     port: u16,
     /// 0 unless [`ProsodyBuilder::http`].
@@ -99,7 +94,7 @@ impl Prosody {
 
     /// Process id of the server (0 after a failed [`restart`](Self::restart)).
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.child.as_ref().map_or(0, Guarded::pid)
     }
 
     /// The Prosody this server runs (see [`PROSODY_ENV`]).
@@ -109,13 +104,11 @@ impl Prosody {
 
     /// The server's directory: config, `data/`, log and admin socket.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
     /// True while the server process is alive.
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+        self.child.as_mut().is_some_and(Guarded::is_running)
     }
     /// Stops the server and starts it again with the same directory, config
     /// and data. The port is kept unless something else took it in between;
@@ -127,7 +120,7 @@ impl Prosody {
         self.terminate();
         // A killed server leaves its pidfile behind, which would make the
         // next one refuse to start if the pid had been reused.
-        let _ = fs::remove_file(self.dir.join(PID_FILE));
+        let _ = fs::remove_file(self.dir().join(PID_FILE));
         self.launch()
     }
 
@@ -136,61 +129,62 @@ impl Prosody {
     /// Starts the process and waits until it is ready, moving to a fresh
     /// port if the configured one turns out to be taken.
     fn launch(&mut self) -> io::Result<()> {
-        for attempt in 1..=PORT_ATTEMPTS {
-            let log_offset = file_len(&self.log_path());
-            self.spawn()?;
-            match self.wait_started(log_offset) {
-                Ok(()) => return Ok(()),
-                Err(Startup::PortTaken) if attempt < PORT_ATTEMPTS => {
-                    self.terminate();
-                    self.port = free_port()?;
-                    self.pick_extra_ports()?;
-                    self.write_config()?;
-                }
-                Err(Startup::PortTaken) => {
-                    self.terminate();
-                    return Err(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        format!("no free c2s port after {PORT_ATTEMPTS} attempts"),
-                    ));
-                }
-                Err(Startup::Failed(message)) => {
-                    self.terminate();
-                    let details = self.diagnostics(log_offset);
-                    return Err(io::Error::other(format!(
-                        "{} did not start: {message}\n{details}",
-                        self.install.name()
-                    )));
-                }
-            }
+        process::retry_on_taken_port(self, PORT_ATTEMPTS, Self::try_launch, |server| {
+            server.port = free_port()?;
+            server.pick_extra_ports()?;
+            server.write_config()
+        })
+    }
+
+    /// One start: the process is stopped again unless it is ready.
+    fn try_launch(&mut self) -> Result<(), StartError> {
+        let log_offset = file_len(&self.log_path());
+        let output_offset = file_len(&self.output_path());
+        self.spawn()?;
+        let outcome = self.wait_started(log_offset);
+        if outcome.is_err() {
+            self.terminate();
         }
-        unreachable!("the last attempt returns")
+        outcome.map_err(|e| match e {
+            StartError::Failed(e) => StartError::Failed(io::Error::new(
+                e.kind(),
+                format!(
+                    "{} did not start: {e}\n{}{}",
+                    self.install.name(),
+                    log_tail("output", &self.output_path(), output_offset, 40),
+                    log_tail("log", &self.log_path(), log_offset, 40),
+                ),
+            )),
+            taken => taken,
+        })
+    }
+
+    fn output_path(&self) -> std::path::PathBuf {
+        self.dir().join(OUTPUT_FILE)
     }
 
     fn spawn(&mut self) -> io::Result<()> {
         let output = fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join(OUTPUT_FILE))?;
+            .open(self.output_path())?;
         let mut command = self.install.command(PROSODY);
         command
             .arg("-F")
             .arg("--config")
             .arg(self.config_path())
-            .current_dir(&self.dir)
+            .current_dir(self.dir())
             .stdin(Stdio::null())
             .stdout(output.try_clone()?)
-            .stderr(output)
-            // Its own process group, so the whole group can be killed.
-            .process_group(0);
-        crate::component::die_with_this_thread(&mut command);
-        self.child = Some(command.spawn().map_err(|e| {
-            let name = self.install.name();
-            io::Error::new(e.kind(), format!("cannot run {PROSODY} ({name}): {e}"))
-        })?);
+            .stderr(output);
+        self.child = Some(
+            Guarded::spawn(&mut command)
+                .map_err(|e| io::Error::new(e.kind(), format!("{e} ({})", self.install.name())))?,
+        );
         Ok(())
     }
-    fn wait_started(&mut self, log_offset: u64) -> Result<(), Startup> {
+
+    fn wait_started(&mut self, log_offset: u64) -> Result<(), StartError> {
         let listening = format!("Activated service 'c2s' on [127.0.0.1]:{}", self.port);
         let mut ports = vec![self.port];
         if self.config.http {
@@ -204,122 +198,62 @@ impl Prosody {
             .map(|port| format!("Failed to open server port {port}"))
             .collect();
         let http_listening = format!("Activated service 'http' on [127.0.0.1]:{}", self.http_port);
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let log = read_lossy(&self.log_path(), log_offset);
-            if port_failed.iter().any(|failed| log.contains(failed)) {
-                return Err(Startup::PortTaken);
+        let log_path = self.log_path();
+        let http = self.config.http;
+        let child = self.child.as_mut().expect("spawned");
+        child.wait_until(START_TIMEOUT, || {
+            let log = read_lossy(&log_path, log_offset);
+            if let Some(failed) = port_failed.iter().find(|failed| log.contains(*failed)) {
+                return Some(Err(StartError::PortTaken(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    failed.clone(),
+                ))));
             }
-            if log.contains(STARTED_MARKER) {
-                return if !log.contains(&listening) {
-                    Err(Startup::Failed(
-                        "started but is not listening for clients".into(),
-                    ))
-                } else if self.config.http && !log.contains(&http_listening) {
-                    Err(Startup::Failed("started but is not serving HTTP".into()))
-                } else {
-                    Ok(())
-                };
+            if !log.contains(STARTED_MARKER) {
+                return None;
             }
-            let child = self.child.as_mut().expect("spawned");
-            match child.try_wait() {
-                Ok(None) => {}
-                Ok(Some(status)) => return Err(Startup::Failed(format!("exited with {status}"))),
-                Err(e) => return Err(Startup::Failed(e.to_string())),
+            let failed = |why: &str| Some(Err(StartError::Failed(io::Error::other(why))));
+            if !log.contains(&listening) {
+                failed("started but is not listening for clients")
+            } else if http && !log.contains(&http_listening) {
+                failed("started but is not serving HTTP")
+            } else {
+                Some(Ok(()))
             }
-            if Instant::now() >= deadline {
-                return Err(Startup::Failed(format!(
-                    "not ready after {START_TIMEOUT:?}"
-                )));
-            }
-            thread::sleep(POLL);
-        }
+        })?
     }
 
     /// Stops the process if there is one: SIGTERM, then SIGKILL to its
     /// process group once it has finished shutting down or after
-    /// [`STOP_TIMEOUT`]. Always reaps it.
+    /// [`STOP_TIMEOUT`].
     fn terminate(&mut self) {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return;
         };
-        let pid = child.id() as libc::pid_t;
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        let log_offset = file_len(&self.log_path());
-        // SAFETY: plain syscall; the child is not reaped yet, so the pid is
-        // still ours.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        let exited = loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                break true;
-            }
-            if Instant::now() >= deadline
-                || read_lossy(&self.log_path(), log_offset).contains(SHUTDOWN_MARKER)
-            {
-                break false;
-            }
-            thread::sleep(POLL);
-        };
-        if !exited {
-            // SAFETY: as above; the group id is the unreaped child's pid.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
-            let _ = child.wait();
-        }
-    }
-
-    /// Exit output and the end of the log, for error messages.
-    fn diagnostics(&self, log_offset: u64) -> String {
-        let output = read_lossy(&self.dir.join(OUTPUT_FILE), 0);
-        let log = read_lossy(&self.log_path(), log_offset);
-        let mut text = String::new();
-        if !output.trim().is_empty() {
-            let _ = writeln!(text, "--- output ---\n{}", output.trim_end());
-        }
-        if !log.trim().is_empty() {
-            let _ = writeln!(text, "--- log (end) ---\n{}", tail(&log, 40));
-        }
-        text
+        let log_path = self.log_path();
+        let log_offset = file_len(&log_path);
+        child.signal(libc::SIGTERM);
+        child.stop(STOP_TIMEOUT, || {
+            read_lossy(&log_path, log_offset).contains(SHUTDOWN_MARKER)
+        });
     }
 }
 
 impl Drop for Prosody {
     fn drop(&mut self) {
         self.terminate();
-        if thread::panicking() {
-            eprintln!(
-                "--- {} log {} (end) ---\n{}",
-                self.install.name(),
-                self.log_path().display(),
-                tail(&self.log(), 60)
-            );
-        }
-        if std::env::var_os(KEEP_TESTDIR_ENV).is_some() {
-            eprintln!("kept prosody test directory {}", self.dir.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
+        let what = format!("{} log", self.install.name());
+        process::print_log_if_panicking(&what, &self.log_path(), 60);
+        if keep_dirs() {
+            eprintln!("kept prosody test directory {}", self.dir().display());
         }
     }
-}
-
-enum Startup {
-    PortTaken,
-    Failed(String),
-}
-
-/// A port that was free a moment ago. Someone else may take it before
-/// Prosody binds it, which [`Prosody::launch`] detects and retries.
-fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
 
     #[test]
     fn a_taken_port_moves_the_server_to_another() {
