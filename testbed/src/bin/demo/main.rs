@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use client_proxy_testbed::{
-    spawn_echo, Deployment, EchoHandle, ProxyServer, Xmpp, DEPLOYMENT_ENV, PROXY, TARGET,
+    ping, spawn_echo, Deployment, EchoHandle, ProxyServer, Xmpp, DEPLOYMENT_ENV, PROXY, TARGET,
 };
 
 use out::Out;
@@ -111,6 +111,19 @@ impl Run {
     pub async fn echo(&mut self, name: &str) {
         let echo = spawn_echo(self.server.service(name).await);
         self.echoes.insert(name.to_owned(), echo);
+    }
+
+    /// `n` gets, one after another; how many each resource served, with
+    /// `errors` counting the answers that were not a result.
+    pub async fn spread(&mut self, n: usize) -> Result<BTreeMap<String, usize>, String> {
+        let mut served = BTreeMap::new();
+        for i in 1..=n {
+            self.out.progress(&format!("get {i} of {n}"));
+            let answer = self.alice.ask("get", ping()).await?;
+            let by = answer.by().unwrap_or("errors").to_owned();
+            *served.entry(by).or_insert(0) += 1;
+        }
+        Ok(served)
     }
 
     /// Takes a resource out of the echo service, to be driven by hand.

@@ -68,7 +68,8 @@ impl Out {
     /// indented and marked off from the story.
     pub fn quote(&mut self, text: &str) {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let line = self.styled(DIM, &format!("| {line}"));
+            // Prosody's log separates its fields with tabs.
+            let line = self.styled(DIM, &format!("| {}", line.replace('\t', "  ")));
             self.print(&format!("     {line}"));
         }
     }

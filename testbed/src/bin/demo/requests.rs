@@ -180,18 +180,6 @@ impl Requests {
             .ok_or_else(|| format!("{id} got no answer in {} s", WAIT.as_secs()))
     }
 
-    /// `n` gets, one after another; how many each resource served, with
-    /// `errors` counting what was not a result.
-    pub async fn spread(&mut self, n: usize) -> Result<BTreeMap<String, usize>, String> {
-        let mut served = BTreeMap::new();
-        for _ in 0..n {
-            let answer = self.ask("get", ping()).await?;
-            let by = answer.by().unwrap_or("errors").to_owned();
-            *served.entry(by).or_insert(0) += 1;
-        }
-        Ok(served)
-    }
-
     /// Sends requests of this type, one at a time, until one reaches
     /// `hand`, a resource answered by hand; the others are answered by
     /// the rest of the service. Its id and the request as `hand` got it.

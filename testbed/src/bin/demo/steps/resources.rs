@@ -26,8 +26,7 @@ pub async fn spread(run: &mut Run) -> Result<Vec<Promise>, String> {
     run.out.line(&format!(
         "{TARGET}/r1, r2, r3 and r4 are online; {SPREAD} gets to {PROXY}, one after another."
     ));
-    run.out.progress("sending");
-    let served = run.alice.spread(SPREAD).await?;
+    let served = run.spread(SPREAD).await?;
     run.out.line(&format!("Served: {}.", counts(&served)));
     let (from, _) = run.echoes["r1"]
         .seen()
@@ -94,8 +93,8 @@ pub async fn stray(run: &mut Run) -> Result<Vec<Promise>, String> {
     let stray = spawn_echo(run.server.service(STRAY).await);
     stray.set_mode(EchoMode::Refuse(NOT_ME));
     run.out.line(&format!(
-        "{TARGET}/{STRAY} logs in: a session on the account that is not the service (as a\n   \
-         videobridge configured with Jitsi's focus account, jitsi-meet #14049), answering {NOT_ME}."
+        "{TARGET}/{STRAY} logs in: a session on the account that is not the service (a videobridge\n   \
+         configured with Jitsi's focus account, jitsi-meet #14049); it answers {NOT_ME}."
     ));
     run.out.progress("sending gets until one reaches the stray");
     let mut sent = 0;
@@ -123,7 +122,7 @@ pub async fn stray(run: &mut Run) -> Result<Vec<Promise>, String> {
     run.out.line(&format!("{source}:"));
     run.out.quote(line.as_deref().unwrap_or("(no such line)"));
     let reached = stray.seen().len();
-    let served = run.alice.spread(AFTER_EJECTION).await?;
+    let served = run.spread(AFTER_EJECTION).await?;
     let none_after = stray.seen().len() == reached;
     run.out.line(&format!(
         "{AFTER_EJECTION} more gets: {}; the stray got {}.",
@@ -154,7 +153,7 @@ pub async fn drain(run: &mut Run) -> Result<Vec<Promise>, String> {
         .await
         .map_err(|e| format!("r3 cannot send presence: {e}"))?;
     let mut reached = sync_keeping(&mut r3).await?.len();
-    let served = run.alice.spread(WHILE_DRAINED).await?;
+    let served = run.spread(WHILE_DRAINED).await?;
     reached += sync_keeping(&mut r3).await?.len();
     run.out.line(&format!(
         "{WHILE_DRAINED} new gets: {}; none for r3.",
@@ -198,7 +197,7 @@ async fn operator_drain(run: &mut Run) -> Result<Promise, String> {
     run.out
         .line("The operator drains r2 from the admin console (prosodyctl shell):");
     console(run, &format!("client_proxy:drain(\"{PROXY}\", \"r2\")"))?;
-    let served = run.alice.spread(WHILE_DRAINED).await?;
+    let served = run.spread(WHILE_DRAINED).await?;
     run.out.line(&format!(
         "{WHILE_DRAINED} new gets: {}; none for r2.",
         counts(&served)
