@@ -12,10 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use client_proxy_testbed::{
-    iq, ping, spawn_echo, EchoHandle, Ejabberd, EjabberdBuilder, Xmpp, PASSWORD, PROXY, TARGET,
+    spawn_echo, EchoHandle, Ejabberd, EjabberdBuilder, PASSWORD, PROXY, TARGET,
 };
+use common::answers::Answers;
 use common::*;
-use minidom::Element;
 
 const ALICE: &str = "alice@localhost";
 const BOB: &str = "bob@localhost";
@@ -37,46 +37,6 @@ async fn service(
     );
     client.sync().await;
     spawn_echo(client)
-}
-
-/// The replies each request got, by id.
-#[derive(Default)]
-struct Answers(BTreeMap<String, Vec<Element>>);
-
-impl Answers {
-    fn note(&mut self, stanza: Element) {
-        if stanza.name() == "iq" && matches!(stanza.attr("type"), Some("result" | "error")) {
-            let id = stanza.attr("id").unwrap_or_default().to_owned();
-            self.0.entry(id).or_default().push(stanza);
-        }
-    }
-
-    /// Sends a ping to the component and waits for its answer, noting
-    /// whatever other answer comes meanwhile.
-    async fn ask(&mut self, client: &mut Xmpp, id: &str) -> Option<Element> {
-        self.0.entry(id.to_owned()).or_default();
-        client
-            .send(iq("get", id, PROXY, Some(ping())))
-            .await
-            .unwrap();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let stanza = client.recv(left).await?;
-            let mine = stanza.attr("id") == Some(id) && stanza.name() == "iq";
-            self.note(stanza.clone());
-            if mine {
-                return Some(stanza);
-            }
-        }
-    }
-
-    /// Notes what else arrives within `quiet`.
-    async fn drain(&mut self, client: &mut Xmpp, quiet: Duration) {
-        while let Some(stanza) = client.recv(quiet).await {
-            self.note(stanza);
-        }
-    }
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use client_proxy_testbed::{
     element, iq, ping, spawn_echo, EchoMode, Prosody, ProsodyBuilder, Xmpp, PASSWORD, PROXY, TARGET,
 };
+use common::answers::Answers;
 use common::relay::{Relay, Way};
 use common::*;
 use minidom::Element;
@@ -89,56 +90,6 @@ impl Setup {
     }
 }
 
-/// Every answer each request got, by id.
-#[derive(Default, Debug)]
-struct Answers(BTreeMap<String, Vec<Element>>);
-
-impl Answers {
-    /// Reads answers until each of `ids` has one, or `within` has passed,
-    /// then for `quiet` more, to catch a second one.
-    async fn collect(&mut self, client: &mut Xmpp, ids: &[String], within: Duration) {
-        let deadline = Instant::now() + within;
-        while ids.iter().any(|id| !self.0.contains_key(id)) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Some(stanza) = client.recv(left).await else {
-                break;
-            };
-            self.note(stanza);
-        }
-        while let Some(stanza) = client.recv(Duration::from_millis(500)).await {
-            self.note(stanza);
-        }
-    }
-
-    fn note(&mut self, stanza: Element) {
-        if stanza.name() == "iq" && matches!(stanza.attr("type"), Some("result" | "error")) {
-            let id = stanza.attr("id").unwrap_or_default().to_owned();
-            self.0.entry(id).or_default().push(stanza);
-        }
-    }
-
-    /// Each of `ids` got exactly one answer, and nothing else came; the
-    /// answers' kinds, by id.
-    fn once_each(&self, ids: &[String], log: &str) -> BTreeMap<String, String> {
-        let mut kinds = BTreeMap::new();
-        for id in ids {
-            let got = self.0.get(id).map_or(&[][..], Vec::as_slice);
-            assert_eq!(
-                got.len(),
-                1,
-                "request {id} got {} answers: {:?}\n{log}",
-                got.len(),
-                got.iter().map(String::from).collect::<Vec<_>>()
-            );
-            let kind = client_proxy_testbed::error_condition(&got[0])
-                .map_or("result".to_owned(), |(_, c)| c);
-            kinds.insert(id.clone(), kind);
-        }
-        assert_eq!(self.0.len(), ids.len(), "answers to unknown ids: {self:?}");
-        kinds
-    }
-}
-
 fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
 }
@@ -190,7 +141,7 @@ async fn k1_a_half_open_link_is_given_up_after_three_keepalives_and_what_it_held
     let mut answers = Answers::default();
     let both = ["g".to_owned(), "s".to_owned()];
     answers.collect(&mut alice, &both, WAIT).await;
-    let kinds = answers.once_each(&both, &s.component.log());
+    let kinds = answers.once_each(&s.component.log());
     assert_eq!(kinds["g"], "result", "the get waited and was sent again");
     assert_eq!(kinds["s"], "recipient-unavailable");
     let reply = get(&mut alice, "after").await.expect("a reply");
@@ -286,7 +237,7 @@ async fn k4_requests_right_after_a_reconnection_wait_for_the_probes_presences_an
     s.relay.thaw();
     let mut answers = Answers::default();
     answers.collect(&mut alice, &early, WAIT).await;
-    let kinds = answers.once_each(&early, &s.component.log());
+    let kinds = answers.once_each(&s.component.log());
     assert!(kinds.values().all(|k| k == "result"), "{kinds:?}");
     assert!(s
         .component
@@ -400,7 +351,7 @@ async fn k7_a_failed_write_loses_nothing_and_writes_nothing_twice() {
     answers
         .collect(&mut alice, &all, Duration::from_secs(20))
         .await;
-    let kinds = answers.once_each(&all, &s.component.log());
+    let kinds = answers.once_each(&s.component.log());
     assert!(kinds.values().all(|k| k == "result"), "{kinds:?}");
     // The requests never reached r1 on the stale link: each went once, on
     // the next one.

@@ -46,6 +46,8 @@ pub struct EjabberdBuilder {
     users: Vec<(String, String)>,
     /// The node to join: its name, cookie and epmd port.
     join: Option<(String, String, u16)>,
+    /// Top-level options added to `ejabberd.yml`.
+    extra: String,
 }
 
 impl EjabberdBuilder {
@@ -63,6 +65,16 @@ impl EjabberdBuilder {
     /// An account `user@localhost`, registered once the node is up.
     pub fn user(mut self, jid: &str, password: &str) -> Self {
         self.users.push((jid.into(), password.into()));
+        self
+    }
+
+    /// Adds these top-level options (YAML) to the node's `ejabberd.yml`,
+    /// such as `domain_balancing`.
+    pub fn config(mut self, yaml: &str) -> Self {
+        self.extra.push_str(yaml);
+        if !self.extra.ends_with('\n') {
+            self.extra.push('\n');
+        }
         self
     }
 
@@ -241,6 +253,13 @@ impl Ejabberd {
         .map(drop)
     }
 
+    /// Stops the node (as a crash or `ejabberdctl stop` would), keeping
+    /// its directory and its `epmd`, which a node that joined it still
+    /// uses; [`restart`](Self::restart) starts it again.
+    pub fn stop(&mut self) {
+        self.stop_node();
+    }
+
     /// Stops the node and starts it again with the same spool, config and
     /// ports.
     pub fn restart(&mut self) -> io::Result<()> {
@@ -271,7 +290,7 @@ impl Ejabberd {
     }
 
     fn write_config(&self, b: &EjabberdBuilder) -> io::Result<()> {
-        let config = config_text(self.c2s_port, self.component_port, &b.components);
+        let config = config_text(self.c2s_port, self.component_port, &b.components) + &b.extra;
         let d = self.dir();
         fs::write(self.config_path(), config)?;
         let cookie = &self.cookie;

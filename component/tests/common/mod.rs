@@ -2,6 +2,7 @@
 //! dropped, and reading its replies.
 #![allow(dead_code)]
 
+pub mod answers;
 pub mod relay;
 
 use std::path::Path;
