@@ -41,7 +41,7 @@ pub fn component_binary() -> &'static Path {
 
 /// A running `client-proxy-component`.
 ///
-/// It is killed when dropped and when the thread that started it exits; a
+/// It is killed when dropped and when the process that started it dies; a
 /// panicking thread prints its log.
 pub struct Component {
     child: Option<Guarded>,
@@ -64,7 +64,7 @@ impl Component {
             .stdout(Stdio::null())
             .stderr(log);
         let mut component = Component {
-            child: Some(Guarded::spawn(&mut command)?),
+            child: Some(Guarded::spawn(command)?),
             dir,
         };
         let log_path = component.log_path();

@@ -11,10 +11,11 @@
 //! [`EjabberdBuilder::join`] starts a second node with the first one's
 //! cookie and `epmd`, and `ejabberdctl join_cluster`s it to the first.
 //!
-//! Dropping it stops the node (`ejabberdctl stop`, then SIGKILL), then its
-//! `epmd` (`epmd -kill` with its port, then SIGKILL): nothing is left
-//! running, even when a test fails. A node that joined another leaves
-//! the `epmd` to that one.
+//! Dropping it stops the node (`ejabberdctl stop`, then SIGKILL), then
+//! kills its `epmd`: nothing is left running, even when a test fails. A
+//! node that joined another leaves the `epmd` to that one. The life cycle
+//! shared with the other servers (the guarded children, ports, directory,
+//! log) is [`crate::process`]'s.
 //!
 //! `ejabberdctl` runs the node as the `ejabberd` user when started as root
 //! (and refuses other users), so the tests that use this run as root or as
@@ -22,22 +23,22 @@
 
 use std::fs;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::os::unix::process::CommandExt;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::TempDir;
+use crate::process::{
+    self, file_len, free_ports, log_tail, poll_until, read_lossy, server_dir, Guarded, StartError,
+    TempDir,
+};
 
 const EJABBERDCTL: &str = "ejabberdctl";
 const EPMD: &str = "epmd";
 const OUTPUT_FILE: &str = "ejabberd.out";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-const POLL: Duration = Duration::from_millis(50);
 
 /// What the node is to serve.
 #[derive(Debug, Clone, Default)]
@@ -94,7 +95,7 @@ impl EjabberdBuilder {
 
     /// [`start`](Self::start), trying these c2s and component ports first.
     fn start_on(self, first: Option<[u16; 2]>) -> io::Result<Ejabberd> {
-        let dir = TempDir::new()?;
+        let dir = server_dir()?;
         let (uid, gid) = ejabberd_user()?;
         for sub in ["spool", "logs"] {
             let p = dir.path().join(sub);
@@ -130,27 +131,30 @@ impl EjabberdBuilder {
         e.write_config(&self)?;
         if self.join.is_none() {
             // Our own epmd, in the foreground, so that it is ours to stop;
-            // the node finds it on ERL_EPMD_PORT and starts none.
-            let epmd = Command::new(EPMD)
+            // the node finds it on ERL_EPMD_PORT and starts none, once it
+            // listens (else the node starts a daemon of its own).
+            let mut command = Command::new(EPMD);
+            command
                 .args(["-port", &e.epmd_port.to_string(), "-address", "127.0.0.1"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .process_group(0)
-                .spawn()?;
+                .stderr(Stdio::null());
+            let mut epmd = Guarded::spawn(command)?;
+            epmd.wait_for_port(e.epmd_port, START_TIMEOUT)
+                .map_err(|err| io::Error::new(err.kind(), format!("epmd: {err}")))?;
             e.epmd = Some(epmd);
         }
         // A port free when picked may be another test's by now.
-        for attempt in 1.. {
-            match e.launch() {
-                Ok(()) => break,
-                Err(err) if attempt < PORT_ATTEMPTS && port_taken(&err) => {
-                    [e.c2s_port, e.component_port] = free_ports()?;
-                    e.write_config(&self)?;
-                }
-                Err(err) => return Err(err),
-            }
-        }
+        let launch = |e: &mut Ejabberd| {
+            e.launch().map_err(|err| match port_taken(&err) {
+                true => StartError::PortTaken(err),
+                false => StartError::Failed(err),
+            })
+        };
+        process::retry_on_taken_port(&mut e, PORT_ATTEMPTS, launch, |e| {
+            [e.c2s_port, e.component_port] = free_ports()?;
+            e.write_config(&self)
+        })?;
         if let Some((other, _, _)) = &self.join {
             e.join_cluster(other)?;
         }
@@ -174,8 +178,8 @@ pub struct Ejabberd {
     c2s_port: u16,
     component_port: u16,
     epmd_port: u16,
-    child: Option<Child>,
-    epmd: Option<Child>,
+    child: Option<Guarded>,
+    epmd: Option<Guarded>,
 }
 
 impl Ejabberd {
@@ -203,9 +207,13 @@ impl Ejabberd {
         self.dir().join("ejabberd.yml")
     }
 
+    fn output_path(&self) -> PathBuf {
+        self.dir().join(OUTPUT_FILE)
+    }
+
     /// What the node printed (its log at `info`).
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir().join(OUTPUT_FILE)).unwrap_or_default()
+        read_lossy(&self.output_path(), 0)
     }
 
     /// `ejabberdctl` with this node's configuration: the command's output,
@@ -317,7 +325,7 @@ impl Ejabberd {
     /// `ejabberdctl join_cluster OTHER`: the node drops its own Mnesia
     /// data, copies `other`'s and starts its listeners again.
     fn join_cluster(&mut self, other: &str) -> io::Result<()> {
-        let offset = self.log().len();
+        let offset = file_len(&self.output_path());
         self.ctl(&["join_cluster", other])?;
         self.wait_listening(offset)
     }
@@ -334,56 +342,40 @@ impl Ejabberd {
     }
 
     fn launch(&mut self) -> io::Result<()> {
-        let out_path = self.dir().join(OUTPUT_FILE);
-        let offset = fs::metadata(&out_path).map(|m| m.len()).unwrap_or(0);
+        let out_path = self.output_path();
+        let offset = file_len(&out_path);
         let output = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&out_path)?;
-        let child = self
-            .ctl_command()
+        let mut command = self.ctl_command();
+        command
             .arg("foreground")
             .stdin(Stdio::null())
             .stdout(output.try_clone()?)
-            .stderr(output)
-            .process_group(0)
-            .spawn()?;
-        self.child = Some(child);
-        self.wait_listening(offset as usize)
+            .stderr(output);
+        self.child = Some(Guarded::spawn(command)?);
+        self.wait_listening(offset)
     }
 
     /// Waits for both listeners in what the node printed after `offset`.
-    fn wait_listening(&mut self, offset: usize) -> io::Result<()> {
-        let ready = [
-            format!(
-                "Start accepting TCP connections at 127.0.0.1:{}",
-                self.c2s_port
-            ),
-            format!(
-                "Start accepting TCP connections at 127.0.0.1:{}",
-                self.component_port
-            ),
-        ];
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let log = self.log();
-            let new = log.get(offset..).unwrap_or("");
-            if ready.iter().all(|r| new.contains(r.as_str())) {
-                return Ok(());
-            }
-            let exited = self
-                .child
-                .as_mut()
-                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
-            if exited || Instant::now() > deadline {
-                self.stop_node();
-                return Err(io::Error::other(format!(
-                    "ejabberd did not start ({}):\n{new}",
-                    if exited { "it exited" } else { "timed out" }
-                )));
-            }
-            thread::sleep(POLL);
-        }
+    fn wait_listening(&mut self, offset: u64) -> io::Result<()> {
+        let ready = [self.c2s_port, self.component_port]
+            .map(|port| format!("Start accepting TCP connections at 127.0.0.1:{port}"));
+        let out_path = self.output_path();
+        let child = self.child.as_mut().expect("started");
+        let waited = child.wait_until(START_TIMEOUT, || {
+            let new = read_lossy(&out_path, offset);
+            ready.iter().all(|r| new.contains(r.as_str())).then_some(())
+        });
+        waited.map_err(|err| {
+            self.stop_node();
+            let output = log_tail("ejabberd output", &out_path, offset, 100);
+            io::Error::new(
+                err.kind(),
+                format!("ejabberd did not start ({err}):\n{output}"),
+            )
+        })
     }
 
     /// `ejabberdctl stop`, then SIGKILL for what is left of the node.
@@ -391,61 +383,29 @@ impl Ejabberd {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        if matches!(child.try_wait(), Ok(None)) {
+        if child.is_running() {
             let _ = self.ctl(&["stop"]);
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                thread::sleep(POLL);
-            }
         }
+        child.stop(STOP_TIMEOUT, || false);
         // `su` runs the node in a session of its own: find its beam by
         // the node name, which is this instance's alone.
         for pid in beam_pids(&self.node) {
             // SAFETY: kill(2) of the node this instance started.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        let _ = child.kill();
-        let _ = child.wait();
         // The node's name leaves epmd once its process is gone.
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while !beam_pids(&self.node).is_empty() && Instant::now() < deadline {
-            thread::sleep(POLL);
-        }
-    }
-
-    fn stop_epmd(&mut self) {
-        let Some(mut epmd) = self.epmd.take() else {
-            return;
-        };
-        let deadline = Instant::now() + Duration::from_secs(3);
-        loop {
-            let _ = Command::new(EPMD)
-                .arg("-kill")
-                .env("ERL_EPMD_PORT", self.epmd_port.to_string())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            thread::sleep(POLL);
-            if !matches!(epmd.try_wait(), Ok(None)) || Instant::now() > deadline {
-                break;
-            }
-        }
-        let _ = epmd.kill();
-        let _ = epmd.wait();
+        poll_until(STOP_TIMEOUT, || {
+            beam_pids(&self.node).is_empty().then_some(())
+        });
     }
 }
 
 impl Drop for Ejabberd {
     fn drop(&mut self) {
-        if thread::panicking() {
-            let log = self.log();
-            let lines: Vec<&str> = log.lines().collect();
-            let start = lines.len().saturating_sub(40);
-            eprintln!("--- ejabberd log (end) ---\n{}", lines[start..].join("\n"));
-        }
+        process::print_log_if_panicking("ejabberd output", &self.output_path(), 40);
         self.stop_node();
-        self.stop_epmd();
+        // Only once the node is gone.
+        self.epmd = None;
     }
 }
 
@@ -515,24 +475,12 @@ fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
 }
 
 /// How many times a node is started on fresh ports when one is taken.
-const PORT_ATTEMPTS: u32 = 3;
+const PORT_ATTEMPTS: usize = 3;
 
 /// Whether a failed start says that a port was in use.
 fn port_taken(err: &io::Error) -> bool {
     let text = err.to_string();
     text.contains("eaddrinuse") || text.contains("already in use")
-}
-
-/// `N` distinct ports free now: every listener is held until all are known.
-fn free_ports<const N: usize>() -> io::Result<[u16; N]> {
-    let listeners = (0..N)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<io::Result<Vec<_>>>()?;
-    let mut ports = [0; N];
-    for (port, listener) in ports.iter_mut().zip(&listeners) {
-        *port = listener.local_addr()?.port();
-    }
-    Ok(ports)
 }
 
 fn rand_u64() -> u64 {
@@ -550,6 +498,7 @@ fn rand_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
 
     #[test]
     fn a_taken_port_moves_the_node_to_others() {

@@ -3,8 +3,8 @@
 //!
 //! Each runs as a [`Guarded`] child: in a process group of its own, killed
 //! with that group when the guard is dropped (a test that fails or panics
-//! leaves nothing behind) and when the thread that started it dies (a test
-//! binary killed with SIGKILL runs no destructor). Each gets a directory of
+//! leaves nothing behind) and when the test process dies (a test binary
+//! killed with SIGKILL runs no destructor). Each gets a directory of
 //! its own ([`server_dir`]), starts on ports that were free a moment ago
 //! ([`free_ports`]) and tries again on fresh ones when one was taken
 //! meanwhile ([`retry_on_taken_port`]), and is read through a log it
@@ -13,10 +13,11 @@
 //! own module.
 
 use std::io::{self, Read, Seek, SeekFrom};
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use std::{fs, thread};
 
@@ -35,11 +36,13 @@ pub(crate) const POLL: Duration = Duration::from_millis(10);
 /// A child process that does not outlive its owner.
 ///
 /// It leads a process group of its own. Dropping the guard kills that
-/// group (SIGKILL) and reaps the child; so does the kernel, through
-/// `PR_SET_PDEATHSIG`, when the thread that spawned it exits, so call
-/// [`spawn`](Self::spawn) from the test's own thread. The child is reaped
-/// only once the group has been killed, so its pid (and the group's id)
-/// cannot be another process's while the guard holds it.
+/// group (SIGKILL) and reaps the child. The kernel kills the child
+/// (`PR_SET_PDEATHSIG`) when the thread that forked it exits: that is a
+/// thread of this module's that lives as long as the process, so the
+/// child dies with the process and not with the thread, a test's or a
+/// blocking pool's, that asked for it. The child is reaped only once the
+/// group has been killed, so its pid (and the group's id) cannot be
+/// another process's while the guard holds it.
 #[derive(Debug)]
 pub(crate) struct Guarded {
     child: Child,
@@ -48,13 +51,13 @@ pub(crate) struct Guarded {
 }
 
 impl Guarded {
-    /// Spawns `command` in a process group of its own, tied to this thread.
-    pub(crate) fn spawn(command: &mut Command) -> io::Result<Guarded> {
+    /// Spawns `command` in a process group of its own, tied to this
+    /// process.
+    pub(crate) fn spawn(mut command: Command) -> io::Result<Guarded> {
         command.process_group(0);
-        die_with_this_thread(command);
+        die_with_the_forking_thread(&mut command);
         let program = command.get_program().to_string_lossy().into_owned();
-        let child = command
-            .spawn()
+        let child = spawn_on_keeper(command)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot run {program}: {e}")))?;
         Ok(Guarded {
             child,
@@ -152,6 +155,14 @@ impl Guarded {
             )),
         }
     }
+
+    /// Waits until `port` on 127.0.0.1 accepts a connection.
+    pub(crate) fn wait_for_port(&mut self, port: u16, timeout: Duration) -> io::Result<()> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        self.wait_until(timeout, || {
+            TcpStream::connect_timeout(&addr, POLL * 10).ok().map(drop)
+        })
+    }
 }
 
 impl Drop for Guarded {
@@ -162,9 +173,37 @@ impl Drop for Guarded {
     }
 }
 
-/// Makes the child die (SIGKILL) when the spawning thread exits, e.g. when
-/// the test binary is killed before a destructor can run.
-fn die_with_this_thread(command: &mut Command) {
+type Spawn = (Command, mpsc::Sender<io::Result<Child>>);
+
+/// Spawns `command` on the keeper: a thread that does nothing else and
+/// lives until the process exits, so that what it forks dies then.
+fn spawn_on_keeper(command: Command) -> io::Result<Child> {
+    static KEEPER: OnceLock<Mutex<mpsc::Sender<Spawn>>> = OnceLock::new();
+    let keeper = KEEPER.get_or_init(|| {
+        let (requests, incoming) = mpsc::channel::<Spawn>();
+        thread::Builder::new()
+            .name("testbed-process-keeper".into())
+            .spawn(move || {
+                for (mut command, reply) in incoming {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("start the thread that spawns the servers");
+        Mutex::new(requests)
+    });
+    let (reply, answer) = mpsc::channel();
+    let sent = keeper
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((command, reply));
+    sent.ok()
+        .and_then(|()| answer.recv().ok())
+        .unwrap_or_else(|| Err(io::Error::other("the keeper thread is gone")))
+}
+
+/// Makes the child die (SIGKILL) when the thread that forks it exits, e.g.
+/// when the test binary is killed before a destructor can run.
+fn die_with_the_forking_thread(command: &mut Command) {
     let parent = std::process::id();
     // SAFETY: only async-signal-safe libc calls between fork and exec.
     unsafe {
@@ -334,7 +373,7 @@ mod tests {
         let mut command = Command::new("sh");
         // A grandchild in the same group, which the guard must kill too.
         command.args(["-c", "sleep 60 & wait"]).stdin(Stdio::null());
-        Guarded::spawn(&mut command).unwrap()
+        Guarded::spawn(command).unwrap()
     }
 
     fn alive(pid: u32) -> bool {
@@ -347,9 +386,33 @@ mod tests {
         let child = sleeper();
         let group = child.pid() as libc::pid_t;
         drop(child);
-        // SAFETY: kill(2) with signal 0 only checks.
-        let left = unsafe { libc::kill(-group, 0) };
-        assert_eq!(left, -1, "a process of the group is still there");
+        // What is killed may stay a zombie until init reaps it.
+        let gone = poll_until(Duration::from_secs(5), || {
+            (!live_in_group(group)).then_some(())
+        });
+        assert!(gone.is_some(), "a process of the group is still there");
+    }
+
+    /// Whether a process that is not a zombie is in the process group.
+    fn live_in_group(group: libc::pid_t) -> bool {
+        let stats = fs::read_dir("/proc").unwrap().filter_map(|e| {
+            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            fs::read_to_string(format!("/proc/{pid}/stat")).ok()
+        });
+        stats.into_iter().any(|stat| {
+            // pid (comm) state ppid pgrp ...
+            let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+                .split_whitespace()
+                .collect();
+            fields[0] != "Z" && fields[2] == group.to_string()
+        })
+    }
+
+    #[test]
+    fn a_child_outlives_the_thread_that_asked_for_it() {
+        let mut child = thread::spawn(sleeper).join().unwrap();
+        thread::sleep(Duration::from_millis(200));
+        assert!(child.is_running());
     }
 
     #[test]
@@ -363,10 +426,22 @@ mod tests {
 
     #[test]
     fn waiting_ends_when_the_child_exits() {
-        let mut child = Guarded::spawn(Command::new("true").stdin(Stdio::null())).unwrap();
+        let mut child = {
+            let mut command = Command::new("true");
+            command.stdin(Stdio::null());
+            Guarded::spawn(command).unwrap()
+        };
         let err = child
             .wait_until(Duration::from_secs(10), || None::<()>)
             .unwrap_err();
         assert!(err.to_string().contains("exited with"), "{err}");
+        let [port] = free_ports().unwrap();
+        let mut child = sleeper();
+        let err = child
+            .wait_for_port(port, Duration::from_millis(50))
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let _listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+        child.wait_for_port(port, Duration::from_secs(5)).unwrap();
     }
 }

@@ -75,16 +75,21 @@ fn kill_child_after_start(test: &str, server: &str) -> String {
         thread::sleep(Duration::from_millis(50));
     };
     let lines: Vec<String> = left.iter().map(|pid| command_line(*pid)).collect();
-    for pid in &left {
-        // SAFETY: kill(2) of a process this test process was given.
-        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    // Whatever was left: killed, and what it leaves in turn too.
+    let mut rest = left.clone();
+    for _ in 0..100 {
+        if rest.is_empty() {
+            break;
+        }
+        for pid in &rest {
+            // SAFETY: kill(2) of a process this test process was given.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        thread::sleep(Duration::from_millis(50));
+        rest = children();
     }
-    children();
     let _ = fs::remove_dir_all(dir);
-    assert!(
-        left.is_empty(),
-        "{server} left processes behind: {lines:?}"
-    );
+    assert!(left.is_empty(), "{server} left processes behind: {lines:?}");
     id.to_owned()
 }
 

@@ -253,10 +253,8 @@ impl ProsodyBuilder {
     /// users and starts Prosody, returning once it has finished starting up
     /// and listens for clients.
     ///
-    /// The server is tied to the calling thread: it is killed when that
-    /// thread exits (as well as when the [`Prosody`] is dropped), so call
-    /// this from the test's own thread, not from a short-lived helper thread
-    /// or a thread pool.
+    /// The server is killed when the [`Prosody`] is dropped and when the
+    /// process that started it dies, even by SIGKILL.
     pub fn start(self) -> io::Result<Prosody> {
         self.start_on(None)
     }

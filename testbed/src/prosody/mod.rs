@@ -113,9 +113,6 @@ impl Prosody {
     /// Stops the server and starts it again with the same directory, config
     /// and data. The port is kept unless something else took it in between;
     /// then a new one is chosen, so read [`c2s_addr`](Self::c2s_addr) again.
-    ///
-    /// Like [`ProsodyBuilder::start`], ties the new process to the calling
-    /// thread.
     pub fn restart(&mut self) -> io::Result<()> {
         self.terminate();
         // A killed server leaves its pidfile behind, which would make the
@@ -178,7 +175,7 @@ impl Prosody {
             .stdout(output.try_clone()?)
             .stderr(output);
         self.child = Some(
-            Guarded::spawn(&mut command)
+            Guarded::spawn(command)
                 .map_err(|e| io::Error::new(e.kind(), format!("{e} ({})", self.install.name())))?,
         );
         Ok(())
