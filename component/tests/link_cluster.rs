@@ -69,7 +69,7 @@ async fn k3_the_component_moves_to_the_other_node_when_its_node_stops() {
         .log()
         .contains(&format!("Connected to {}", a.component_addr())));
     // The resource and the requester are on B, which stays.
-    let _r1 = r1(&b).await;
+    let r1 = r1(&b).await;
     assert!(
         component.wait_for_log(&format!("{TARGET}/r1 is online"), 1, WAIT),
         "{}",
@@ -83,36 +83,64 @@ async fn k3_the_component_moves_to_the_other_node_when_its_node_stops() {
     // A stops while alice keeps asking.
     let stopping = tokio::task::spawn_blocking(move || {
         a.stop();
-        (a, Instant::now())
+        a
     });
+    let lost_line = format!("connecting to {}", b.component_addr());
     let started = Instant::now();
-    let mut n = 0;
-    let mut back = None;
+    let (mut n, mut lost, mut back) = (0, None, None);
     while back.is_none() && started.elapsed() < Duration::from_secs(30) {
         let id = format!("r{n}");
         n += 1;
         let reply = answers.ask(&mut alice, &id).await;
-        if component.log().matches("Connected to").count() >= 2
+        let log = component.log();
+        if lost.is_none() && log.contains(&lost_line) {
+            lost = Some(Instant::now());
+        }
+        if lost.is_some()
+            && log.matches("Connected to").count() >= 2
             && reply.is_some_and(|r| r.attr("type") == Some("result"))
         {
             back = Some(Instant::now());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (_a, stopped) = stopping.await.unwrap();
-    let back = back.unwrap_or_else(|| panic!("not served again:\n{}", component.log()));
+    let _a = stopping.await.unwrap();
     let log = component.log();
+    let (lost, back) = match (lost, back) {
+        (Some(lost), Some(back)) => (lost, back),
+        _ => panic!("not served again through B:\n{log}"),
+    };
     assert!(
         log.contains(&format!("Connected to {}", b.component_addr())),
         "{log}"
     );
-    // From the moment A was down (its stop returned) to a request served
-    // through B.
-    let gap = back.saturating_duration_since(stopped);
+    // From when the component lost A (seen at most a request's round trip
+    // late) to a request served through B.
+    let gap = back.saturating_duration_since(lost);
     assert!(gap < Duration::from_secs(5), "served again after {gap:?}");
     answers.drain(&mut alice, Duration::from_millis(1500)).await;
+    // ejabberd may lose the one request on its way to the stopping node's
+    // component connection (alice asks one at a time): it never reaches
+    // the component, nor r1, and nobody answers it. Everything the
+    // component took is answered once.
+    let unanswered: Vec<String> = answers
+        .0
+        .iter()
+        .filter(|(_, got)| got.is_empty())
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert!(unanswered.len() <= 1, "unanswered: {unanswered:?}\n{log}");
+    for id in &unanswered {
+        assert!(!r1.seen().iter().any(|(_, seen)| seen == id), "{id}");
+        assert!(
+            !log.contains("Requests in flight when the link to the server was lost"),
+            "{id} was in flight:\n{log}"
+        );
+        answers.0.remove(id);
+        eprintln!("{id} was lost by ejabberd on its way to the stopping node");
+    }
     let kinds = answers.once_each(&log);
-    assert_eq!(kinds.len(), n + 1);
+    assert_eq!(kinds.len() + unanswered.len(), n + 1);
     eprintln!("{n} requests while A stopped: {kinds:?}; served again {gap:?} after");
 }
 
