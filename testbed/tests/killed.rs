@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use std::{fs, thread};
 
-use client_proxy_testbed::ProsodyBuilder;
+use client_proxy_testbed::{proxy_server, ProsodyBuilder, DEPLOYMENT_ENV};
 
 /// Set in the child: which server it starts.
 const CHILD_ENV: &str = "CLIENT_PROXY_KILLED_CHILD";
@@ -30,6 +30,20 @@ fn prosody_dies_with_the_test_process() {
         announce(server.dir(), &server.pid().to_string());
     }
     let pid = kill_child_after_start("prosody_dies_with_the_test_process", "prosody");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+}
+
+#[test]
+fn the_component_dies_with_the_test_process() {
+    if std::env::var(CHILD_ENV).as_deref() == Ok("component") {
+        let server = proxy_server("");
+        let component = server.component.as_ref().expect("served by the component");
+        announce(
+            server.prosody().dir(),
+            &component.pid().unwrap().to_string(),
+        );
+    }
+    let pid = kill_child_after_start("the_component_dies_with_the_test_process", "component");
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
 }
 
@@ -53,6 +67,7 @@ fn kill_child_after_start(test: &str, server: &str) -> String {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, server)
+        .env(DEPLOYMENT_ENV, "component")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
