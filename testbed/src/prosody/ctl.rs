@@ -41,10 +41,19 @@ impl Prosody {
     /// [`shell`](Self::shell) with the command as separate words, as an
     /// operator types it: `["module", "reload", "client_proxy"]`.
     pub fn shell_args(&self, words: &[&str]) -> io::Result<String> {
-        let output = self.prosodyctl().arg("shell").args(words).output()?;
+        let output = self.shell_command().args(words).output()?;
         let what = format!("prosodyctl shell {words:?} ({})", self.install.name());
         check_output(&what, &output).map(|out| console_answer(&out))
     }
+    /// `prosodyctl shell` for this server, to which the caller adds the
+    /// command's words: for a caller that runs it away from the server's
+    /// thread (a benchmark sampling the server between phases).
+    pub fn shell_command(&self) -> Command {
+        let mut command = self.prosodyctl();
+        command.arg("shell");
+        command
+    }
+
     fn prosodyctl(&self) -> Command {
         let mut command = self.install.command(PROSODYCTL);
         command

@@ -130,6 +130,13 @@ LOAD
     --type get|set       the requests' type (default get)
     --payload BYTES      text inside the request's child element; 0 sends
                          <ping xmlns='urn:xmpp:ping'/> (default 0)
+    --lua-stats          with --spawn: Prosody's Lua heap at the start and the
+                         end of each measured window, and its collector's
+                         cycles per 1,000 round trips, read through the admin
+                         console (at the end of each phase row)
+    --echo               the implementing client answers with the request's
+                         child element, so the payload travels both ways
+                         (default: an empty result)
     --timeout SECS       a request unanswered this long counts as an error,
                          condition timeout (default 10)
 
@@ -211,6 +218,8 @@ pub(crate) struct Options {
     pub(crate) modes: Vec<Mode>,
     pub(crate) set: bool,
     pub(crate) payload: usize,
+    pub(crate) echo: bool,
+    pub(crate) lua_stats: bool,
     pub(crate) timeout: Duration,
     pub(crate) duration: Duration,
     pub(crate) warmup: Duration,
@@ -243,6 +252,8 @@ impl Default for Options {
             modes: vec![Mode::Direct, Mode::Proxied],
             set: false,
             payload: 0,
+            echo: false,
+            lua_stats: false,
             timeout: Duration::from_secs(10),
             duration: Duration::from_millis(1500),
             warmup: Duration::from_millis(250),
@@ -425,6 +436,8 @@ pub(crate) fn parse_args(
                 }
             }
             "--payload" => o.payload = number(&flag, &value()?)?,
+            "--echo" => o.echo = true,
+            "--lua-stats" => o.lua_stats = true,
             "--timeout" => o.timeout = seconds(&flag, &value()?, false)?,
             "-d" | "--duration" => o.duration = seconds(&flag, &value()?, false)?,
             "--warmup" => o.warmup = seconds(&flag, &value()?, true)?,

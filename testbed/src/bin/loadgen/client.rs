@@ -141,12 +141,14 @@ pub(crate) fn lost(event: &Option<Event>) -> bool {
 
 // ---------------------------------------------------------------------------
 // The implementing client: every iq get/set answered at once, or `delay`
-// later (the requests still answered concurrently)
+// later (the requests still answered concurrently); with `echo`, the result
+// carries the request's child back
 
 pub(crate) async fn echo(
     mut stream: StanzaStream,
     mut stop: watch::Receiver<bool>,
     delay: Duration,
+    echo: bool,
     served: Arc<AtomicU64>,
 ) -> Result<(), String> {
     // Replies waiting out `delay`, in the order they fall due.
@@ -158,8 +160,9 @@ pub(crate) async fn echo(
                 if lost(&event) {
                     return Err("a resource of the implementing client lost its connection".into());
                 }
-                if let Some(Event::Stanza(Stanza::Iq(Iq::Get { from, id, .. } | Iq::Set { from, id, .. }))) = event {
-                    let reply = Iq::Result { from: None, to: from, id, payload: None };
+                if let Some(Event::Stanza(Stanza::Iq(Iq::Get { from, id, payload, .. } | Iq::Set { from, id, payload, .. }))) = event {
+                    let payload = echo.then_some(payload);
+                    let reply = Iq::Result { from: None, to: from, id, payload };
                     if delay.is_zero() {
                         served.fetch_add(1, Ordering::Relaxed);
                         drop(stream.send(Box::new(reply.into())).await);

@@ -7,6 +7,7 @@
 
 mod args;
 mod client;
+mod lua;
 mod measure;
 mod report;
 
@@ -63,14 +64,17 @@ fn run_main(opts: Options) -> Result<(), String> {
     let began = std::time::Instant::now();
     let opts = Arc::new(opts);
     // The server is tied to this (the main) thread, which lives to the end.
-    let (server, addr, pid, component) = match &opts.address {
+    let (server, addr, pid, component, lua) = match &opts.address {
         Some(address) => {
             let addr = address
                 .to_socket_addrs()
                 .map_err(|e| format!("--address {address}: {e}"))?
                 .next()
                 .ok_or_else(|| format!("--address {address} resolves to nothing"))?;
-            (None, addr, opts.pid, None)
+            if opts.lua_stats {
+                return Err("--lua-stats needs --spawn".into());
+            }
+            (None, addr, opts.pid, None, None)
         }
         None => {
             let started = std::time::Instant::now();
@@ -115,7 +119,10 @@ fn run_main(opts: Options) -> Result<(), String> {
             } else {
                 None
             };
-            (Some(server), addr, Some(pid), component)
+            let lua = opts
+                .lua_stats
+                .then(|| lua::LuaStats::new(&server.prosody().shell_command()));
+            (Some(server), addr, Some(pid), component, lua)
         }
     };
     let runtime = if opts.threads == 1 {
@@ -129,7 +136,7 @@ fn run_main(opts: Options) -> Result<(), String> {
             .build()
     }
     .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
-    let result = runtime.block_on(run(opts.clone(), addr, pid, component.as_ref()));
+    let result = runtime.block_on(run(opts.clone(), addr, pid, component.as_ref(), lua));
     drop(runtime);
     if let (Err(_), Some(component)) = (&result, &component) {
         eprintln!(
@@ -260,6 +267,7 @@ async fn run(
     addr: SocketAddr,
     pid: Option<u32>,
     component: Option<&Component>,
+    lua: Option<lua::LuaStats>,
 ) -> Result<(), String> {
     let service_password = opts
         .service_password
@@ -355,7 +363,7 @@ async fn run(
     };
 
     println!(
-        "{} requesters, {} resources, window {}, {} {}, {} s measured after {} s warm-up, \
+        "{} requesters, {} resources, window {}, {} {}{}, {} s measured after {} s warm-up, \
          {} pairs per load, {} generator thread{}",
         opts.requesters,
         opts.resources,
@@ -366,6 +374,7 @@ async fn run(
         } else {
             format!("{} bytes", opts.payload)
         },
+        if opts.echo { " echoed back" } else { "" },
         opts.duration.as_secs_f64(),
         opts.warmup.as_secs_f64(),
         opts.rounds,
@@ -398,6 +407,7 @@ async fn run(
         services,
         routes,
         payload,
+        lua,
     };
     // A fresh server is slower for its first seconds under load: both
     // modes once, unmeasured, before the first pair.
@@ -476,7 +486,8 @@ async fn online(
         } else {
             Duration::ZERO
         };
-        services.push(tokio::spawn(echo(stream, stopped.clone(), delay, count)));
+        let answer = echo(stream, stopped.clone(), delay, opts.echo, count);
+        services.push(tokio::spawn(answer));
     }
     Ok((targets, served))
 }

@@ -18,6 +18,7 @@ use tokio_xmpp::Stanza;
 
 use crate::args::{Load, Mode, Options};
 use crate::client::lost;
+use crate::lua::{LuaSample, LuaStats};
 
 pub(crate) struct Requester {
     pub(crate) stream: StanzaStream,
@@ -54,6 +55,8 @@ pub(crate) struct PhaseSpec {
 pub(crate) struct Stats {
     /// Round trips completed in the measured window.
     pub(crate) completed: u64,
+    /// Round trips completed in the whole phase, warm-up and drain included.
+    pub(crate) all: u64,
     /// Their latencies, in microseconds.
     pub(crate) latencies: Vec<u32>,
     /// Error replies (type/condition) and timeouts, over the whole phase.
@@ -66,6 +69,7 @@ pub(crate) struct Stats {
 impl Stats {
     fn merge(&mut self, other: Stats) {
         self.completed += other.completed;
+        self.all += other.all;
         self.latencies.extend(other.latencies);
         for (condition, n) in other.errors {
             *self.errors.entry(condition).or_default() += n;
@@ -118,6 +122,7 @@ pub(crate) async fn request_phase(
                     continue;
                 };
                 let now = Instant::now();
+                stats.all += u64::from(error.is_none());
                 match error {
                     Some(condition) => *stats.errors.entry(condition).or_default() += 1,
                     None if now >= spec.measure_from && now < spec.measure_to => {
@@ -297,6 +302,9 @@ pub(crate) struct Phase {
     /// With `--slow`: the share of the round trips the slow resources
     /// answered in the measured window.
     pub(crate) slow_share: Option<f64>,
+    /// With `--lua-stats`: Prosody's Lua heap before and after the phase,
+    /// in MiB, and its collection cycles per 1,000 round trips of the phase.
+    pub(crate) lua: Option<(f64, f64, f64)>,
 }
 
 /// Everything connected, ready to run phases.
@@ -310,6 +318,7 @@ pub(crate) struct Bench {
     /// One per mode.
     pub(crate) routes: Vec<Route>,
     pub(crate) payload: Element,
+    pub(crate) lua: Option<LuaStats>,
 }
 
 /// Where one mode's requests go, and who answers them.
@@ -330,6 +339,8 @@ pub(crate) struct PhaseRun {
     /// Replies sent by the first `--slow` resources, and by all, in the
     /// measured window.
     pub(crate) served: (u64, u64),
+    /// With `--lua-stats`: before the phase and after it.
+    pub(crate) lua: Option<(LuaSample, LuaSample)>,
 }
 
 impl Bench {
@@ -357,6 +368,8 @@ impl Bench {
                 served.iter().map(load).sum(),
             )
         };
+        // Read outside the phase, so that the console costs it nothing.
+        let lua_before = self.lua.as_ref().map(LuaStats::sample).transpose()?;
         let start = Instant::now();
         let spec = Arc::new(PhaseSpec {
             targets: route.targets.clone(),
@@ -404,6 +417,10 @@ impl Bench {
         if let Some(failure) = failure {
             return Err(failure);
         }
+        let lua = match (lua_before, &self.lua) {
+            (Some(before), Some(lua)) => Some((before, lua.sample()?)),
+            _ => None,
+        };
         if let Some(pid) = self.component_pid {
             if cpu_seconds(&pid.to_string()).is_none() {
                 return Err("the component process is gone".into());
@@ -420,6 +437,7 @@ impl Bench {
                 served_after.0 - served_before.0,
                 served_after.1 - served_before.1,
             ),
+            lua,
         })
     }
 }
@@ -436,6 +454,7 @@ pub(crate) fn summarize(
         before,
         after,
         served: (slow_served, all_served),
+        lua,
     } = run;
     let duration = opts.duration.as_secs_f64();
     let wall = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
@@ -498,5 +517,10 @@ pub(crate) fn summarize(
         other_util: other_cpu.map(|cpu| cpu / wall),
         slow_share: (opts.slow > 0 && all_served > 0)
             .then(|| slow_served as f64 / all_served as f64),
+        lua: lua.map(|(before, after)| {
+            let cycles = after.cycles.saturating_sub(before.cycles) as f64;
+            let per_1k = cycles * 1000.0 / stats.all.max(1) as f64;
+            (before.kib / 1024.0, after.kib / 1024.0, per_1k)
+        }),
     }
 }

@@ -56,6 +56,9 @@ pub(crate) fn phase_row(p: &Phase) -> String {
     if let Some(share) = p.slow_share {
         let _ = write!(row, " {:>7}", percent(Some(share)));
     }
+    if let Some((before, after, cycles)) = p.lua {
+        let _ = write!(row, "  lua {before:.1}->{after:.1} MiB, {cycles:.2} gc/1k");
+    }
     if p.skipped > 0 {
         let _ = write!(row, "  ({} paced requests skipped: window full)", p.skipped);
     }
@@ -74,10 +77,16 @@ pub(crate) fn percent(fraction: Option<f64>) -> String {
     fraction.map_or("-".into(), |f| format!("{:.0}%", f * 100.0))
 }
 
-/// The median of the finite values (a pair without a figure is left out).
-pub(crate) fn median(values: &[f64]) -> f64 {
+/// The finite values (a pair without a figure is left out), in order.
+fn sorted(values: &[f64]) -> Vec<f64> {
     let mut values: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     values.sort_by(f64::total_cmp);
+    values
+}
+
+/// The median of the finite values.
+pub(crate) fn median(values: &[f64]) -> f64 {
+    let values = sorted(values);
     let n = values.len();
     if n == 0 {
         f64::NAN
@@ -86,6 +95,17 @@ pub(crate) fn median(values: &[f64]) -> f64 {
     } else {
         (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
+}
+
+/// The `q` quantile of the finite values (nearest rank): 0.9 gives a value
+/// that 90% of them do not exceed.
+pub(crate) fn quantile(values: &[f64], q: f64) -> f64 {
+    let values = sorted(values);
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * values.len() as f64).ceil().max(1.0) as usize;
+    values[rank.min(values.len()) - 1]
 }
 
 /// The columns of a ratio table.
@@ -145,14 +165,19 @@ fn ratios(
     rows
 }
 
+/// One figure of each column: `of` its values.
+fn columns(rows: &[(usize, [f64; 7])], of: impl Fn(&[f64]) -> f64) -> [f64; 7] {
+    let mut figures = [f64::NAN; 7];
+    for (i, figure) in figures.iter_mut().enumerate() {
+        let column: Vec<f64> = rows.iter().map(|(_, row)| row[i]).collect();
+        *figure = of(&column);
+    }
+    figures
+}
+
 /// The median of each column.
 fn column_medians(rows: &[(usize, [f64; 7])]) -> [f64; 7] {
-    let mut medians = [f64::NAN; 7];
-    for (i, m) in medians.iter_mut().enumerate() {
-        let column: Vec<f64> = rows.iter().map(|(_, row)| row[i]).collect();
-        *m = median(&column);
-    }
-    medians
+    columns(rows, median)
 }
 
 /// Per load and per mode other than the base (proxied against direct, by
@@ -184,6 +209,11 @@ pub(crate) fn ratio_tables(opts: &Options, phases: &[Phase]) -> String {
                 let _ = writeln!(out, "{}", ratio_row(&round.to_string(), row));
             }
             let _ = writeln!(out, "{}", ratio_row("median", &column_medians(&rows)));
+            // The spread: how bad the worse pairs are, not only the middle.
+            let p10 = columns(&rows, |c| quantile(c, 0.1));
+            let p90 = columns(&rows, |c| quantile(c, 0.9));
+            let _ = writeln!(out, "{}", ratio_row("p10", &p10));
+            let _ = writeln!(out, "{}", ratio_row("p90", &p90));
             let _ = writeln!(out);
         }
     }
@@ -339,4 +369,19 @@ pub(crate) fn error_summary(phases: &[Phase]) -> String {
         out.push_str("No errors.\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_rank_over_the_finite_values() {
+        let v: Vec<f64> = (1..=10).map(f64::from).chain([f64::NAN]).collect();
+        assert_eq!(quantile(&v, 0.9), 9.0);
+        assert_eq!(quantile(&v, 0.1), 1.0);
+        assert_eq!(quantile(&v, 1.0), 10.0);
+        assert_eq!(median(&v), 5.5);
+        assert!(quantile(&[f64::NAN], 0.5).is_nan());
+    }
 }
