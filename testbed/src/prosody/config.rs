@@ -4,6 +4,7 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 
+use super::ctl::user_and_host;
 use super::files::absolute;
 use super::{Installation, Prosody, ADMIN_SOCKET, CONFIG_FILE, LOG_FILE, PID_FILE};
 use crate::process::{free_port, server_dir};
@@ -303,12 +304,7 @@ impl Prosody {
     /// (`data/HOST/roster/USER.dat`, names %-encoded as its datamanager does).
     fn write_rosters(&self) -> io::Result<()> {
         for (jid, contact, subscription) in &self.config.roster {
-            let (user, host) = jid.split_once('@').ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("not a user JID: {jid:?}"),
-                )
-            })?;
+            let (user, host) = user_and_host(jid)?;
             let dir = self
                 .dir()
                 .join("data")

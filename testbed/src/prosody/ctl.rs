@@ -12,12 +12,7 @@ impl Prosody {
     /// while the server runs: the account is written to the data directory,
     /// which Prosody reads on each login.
     pub fn register(&self, jid: &str, password: &str) -> io::Result<()> {
-        let (user, host) = jid.split_once('@').ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("not a user JID: {jid:?}"),
-            )
-        })?;
+        let (user, host) = user_and_host(jid)?;
         let output = self
             .prosodyctl()
             .args(["register", user, host, password])
@@ -74,6 +69,16 @@ impl Prosody {
                 .try_for_each(|job| job.join().expect("registration thread panicked"))
         })
     }
+}
+
+/// `user@host` in its two parts.
+pub(super) fn user_and_host(jid: &str) -> io::Result<(&str, &str)> {
+    jid.split_once('@').ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a user JID: {jid:?}"),
+        )
+    })
 }
 
 /// What the admin console answered, from prosodyctl's output: without the
