@@ -134,6 +134,10 @@ LOAD
                          end of each measured window, and its collector's
                          cycles per 1,000 round trips, read through the admin
                          console (at the end of each phase row)
+    --marks              print each measured window's start and end on
+                         CLOCK_MONOTONIC (at the end of each phase row), to
+                         cut a `perf record -k CLOCK_MONOTONIC` of the server
+                         into phases
     --echo               the implementing client answers with the request's
                          child element, so the payload travels both ways
                          (default: an empty result)
@@ -220,6 +224,7 @@ pub(crate) struct Options {
     pub(crate) payload: usize,
     pub(crate) echo: bool,
     pub(crate) lua_stats: bool,
+    pub(crate) marks: bool,
     pub(crate) timeout: Duration,
     pub(crate) duration: Duration,
     pub(crate) warmup: Duration,
@@ -254,6 +259,7 @@ impl Default for Options {
             payload: 0,
             echo: false,
             lua_stats: false,
+            marks: false,
             timeout: Duration::from_secs(10),
             duration: Duration::from_millis(1500),
             warmup: Duration::from_millis(250),
@@ -438,6 +444,7 @@ pub(crate) fn parse_args(
             "--payload" => o.payload = number(&flag, &value()?)?,
             "--echo" => o.echo = true,
             "--lua-stats" => o.lua_stats = true,
+            "--marks" => o.marks = true,
             "--timeout" => o.timeout = seconds(&flag, &value()?, false)?,
             "-d" | "--duration" => o.duration = seconds(&flag, &value()?, false)?,
             "--warmup" => o.warmup = seconds(&flag, &value()?, true)?,

@@ -426,7 +426,7 @@ async fn run(
             for &mode in &opts.modes {
                 let run = bench.phase(load, mode, opts.warmup, opts.duration).await?;
                 let phase = summarize(load, round, mode, &opts, run);
-                println!("{}", phase_row(&phase));
+                println!("{}", phase_row(&phase, opts.marks));
                 phases.push(phase);
             }
         }

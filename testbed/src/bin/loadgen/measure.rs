@@ -255,6 +255,9 @@ pub(crate) fn host_busy_seconds() -> Option<f64> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CpuMark {
     pub(crate) at: Instant,
+    /// `at` on CLOCK_MONOTONIC, in seconds: the clock `perf record -k
+    /// CLOCK_MONOTONIC` stamps its samples with (`--marks`).
+    pub(crate) monotonic: f64,
     pub(crate) server: Option<f64>,
     /// The standalone component's process, when it runs.
     pub(crate) component: Option<f64>,
@@ -262,9 +265,20 @@ pub(crate) struct CpuMark {
     pub(crate) host: Option<f64>,
 }
 
+fn monotonic_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
 pub(crate) fn cpu_mark(pid: Option<u32>, component: Option<u32>) -> CpuMark {
     CpuMark {
         at: Instant::now(),
+        monotonic: monotonic_seconds(),
         server: pid.and_then(|pid| cpu_seconds(&pid.to_string())),
         component: component.and_then(|pid| cpu_seconds(&pid.to_string())),
         own: cpu_seconds("self"),
@@ -305,6 +319,8 @@ pub(crate) struct Phase {
     /// With `--lua-stats`: Prosody's Lua heap before and after the phase,
     /// in MiB, and its collection cycles per 1,000 round trips of the phase.
     pub(crate) lua: Option<(f64, f64, f64)>,
+    /// The measured window on CLOCK_MONOTONIC, in seconds (`--marks`).
+    pub(crate) window: (f64, f64),
 }
 
 /// Everything connected, ready to run phases.
@@ -517,6 +533,7 @@ pub(crate) fn summarize(
         other_util: other_cpu.map(|cpu| cpu / wall),
         slow_share: (opts.slow > 0 && all_served > 0)
             .then(|| slow_served as f64 / all_served as f64),
+        window: (before.monotonic, after.monotonic),
         lua: lua.map(|(before, after)| {
             let cycles = after.cycles.saturating_sub(before.cycles) as f64;
             let per_1k = cycles * 1000.0 / stats.all.max(1) as f64;

@@ -36,7 +36,7 @@ pub(crate) fn phase_header(load: Load, slow: bool) -> String {
     header
 }
 
-pub(crate) fn phase_row(p: &Phase) -> String {
+pub(crate) fn phase_row(p: &Phase, marks: bool) -> String {
     let errors: u64 = p.errors.values().sum();
     let mut row = format!(
         "{:<5} {:<8} {:>8.0} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>7} {:>7} {:>7}",
@@ -58,6 +58,9 @@ pub(crate) fn phase_row(p: &Phase) -> String {
     }
     if let Some((before, after, cycles)) = p.lua {
         let _ = write!(row, "  lua {before:.1}->{after:.1} MiB, {cycles:.2} gc/1k");
+    }
+    if marks {
+        let _ = write!(row, "  window {:.6} {:.6}", p.window.0, p.window.1);
     }
     if p.skipped > 0 {
         let _ = write!(row, "  ({} paced requests skipped: window full)", p.skipped);
