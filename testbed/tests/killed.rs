@@ -27,7 +27,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 fn prosody_dies_with_the_test_process() {
     if std::env::var(CHILD_ENV).as_deref() == Ok("prosody") {
         let server = ProsodyBuilder::new().start().unwrap();
-        announce(server.dir(), &server.pid().to_string());
+        announce(&server.pid().to_string(), &[server.dir()]);
     }
     let pid = kill_child_after_start("prosody_dies_with_the_test_process", "prosody");
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
@@ -38,10 +38,9 @@ fn the_component_dies_with_the_test_process() {
     if std::env::var(CHILD_ENV).as_deref() == Ok("component") {
         let server = proxy_server("");
         let component = server.component.as_ref().expect("served by the component");
-        announce(
-            server.prosody().dir(),
-            &component.pid().unwrap().to_string(),
-        );
+        let pid = component.pid().unwrap().to_string();
+        let component_dir = component.config_path().parent().unwrap().to_owned();
+        announce(&pid, &[server.prosody().dir(), &component_dir]);
     }
     let pid = kill_child_after_start("the_component_dies_with_the_test_process", "component");
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
@@ -55,23 +54,24 @@ fn ejabberd_dies_with_the_test_process() {
             .external_component("proxy.localhost", "secret")
             .start()
             .unwrap();
-        announce(node.dir(), node.node());
+        announce(node.node(), &[node.dir()]);
     }
     kill_child_after_start("ejabberd_dies_with_the_test_process", "ejabberd");
 }
 
-/// In the child: tells the test the server's directory and an id, then
+/// In the child: tells the test an id and the servers' directories, then
 /// waits to be killed (and never returns: dropping the server would stop
 /// it, which is not what is tested).
-fn announce(dir: &Path, id: &str) -> ! {
-    println!("started {id} {}", dir.display());
+fn announce(id: &str, dirs: &[&Path]) -> ! {
+    let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    println!("started {id} {}", dirs.join(" "));
     thread::sleep(Duration::from_secs(300));
     panic!("not killed");
 }
 
 /// Runs `test` in a child with `CHILD_ENV=server`, SIGKILLs it once the
 /// server is up, and waits until nothing it started is left; removes the
-/// server's directory. The id the child announced.
+/// servers' directories. The id the child announced.
 fn kill_child_after_start(test: &str, server: &str) -> String {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: prctl(2) with plain integer arguments.
@@ -94,7 +94,7 @@ fn kill_child_after_start(test: &str, server: &str) -> String {
     child.kill().unwrap();
     child.wait().unwrap();
     let announced = announced.unwrap_or_else(|| panic!("the child did not start {server}"));
-    let (id, dir) = announced.split_once(' ').unwrap();
+    let (id, dirs) = announced.split_once(' ').unwrap();
     let deadline = Instant::now() + GONE;
     let left = loop {
         let left = children();
@@ -117,7 +117,9 @@ fn kill_child_after_start(test: &str, server: &str) -> String {
         thread::sleep(Duration::from_millis(50));
         rest = children();
     }
-    let _ = fs::remove_dir_all(dir);
+    for dir in dirs.split(' ') {
+        let _ = fs::remove_dir_all(dir);
+    }
     assert!(left.is_empty(), "{server} left processes behind: {lines:?}");
     id.to_owned()
 }
