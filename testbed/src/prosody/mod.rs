@@ -53,8 +53,9 @@ const SHUTDOWN_MARKER: &str = "Shutdown complete";
 /// A running Prosody in its own temporary directory.
 ///
 /// Dropping it stops the server (SIGTERM, then SIGKILL after a few seconds)
-/// and deletes the directory, unless [`KEEP_TESTDIR_ENV`](crate::KEEP_TESTDIR_ENV) is set. If the
-/// thread is panicking (a failed test), the end of the log is printed.
+/// and deletes the directory, unless [`crate::KEEP_TESTDIR_ENV`] is set. If
+/// the thread is panicking (a failed test), the end of the log is printed.
+/// The server dies with the test process too, even one killed by SIGKILL.
 #[derive(Debug)]
 #[must_use = "dropping it stops the server"]
 pub struct Prosody {
