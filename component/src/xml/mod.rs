@@ -11,11 +11,12 @@
 //!
 //! - [`frame`] cuts the bytes into top-level elements, following only what
 //!   delimits them, with a bound on what one element may hold;
-//! - [`parse`] reads one element on its own, checks it as the server on the
-//!   other side will, and keeps a flat tree of offsets into its bytes.
+//! - [`parse`] reads one element on its own and checks it as the server on
+//!   the other side will, into a [`stanza`]: a flat tree of offsets into its
+//!   bytes.
 //!
 //! A stanza is sent on as the bytes it came as, with only its addresses
-//! changed ([`parse::Stanza::with_addresses`]), and what the component makes
+//! changed ([`stanza::Stanza::with_addresses`]), and what the component makes
 //! itself is written by [`write`]. Nothing here recurses.
 //!
 //! The alternatives cost more: a tolerant streaming parser still builds the
@@ -25,13 +26,14 @@
 
 pub mod frame;
 pub mod parse;
+pub mod stanza;
 pub mod write;
 
 #[cfg(test)]
 mod fuzz;
 
 pub use frame::{Frame, Framer};
-pub use parse::{Element, Stanza};
+pub use stanza::{Element, Stanza};
 
 /// The namespace of the component's stream (XEP-0114).
 pub const NS_ACCEPT: &str = "jabber:component:accept";

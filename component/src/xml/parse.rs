@@ -5,10 +5,8 @@
 //! 1.0 well-formedness and Namespaces in XML, in the scope of the
 //! component's own stream), and what the core's rules add (attributes of
 //! the XML namespace that a server would mangle); it measures the depth
-//! and size; and it keeps a flat tree of offsets into the stanza's own
-//! bytes, so that the few things routing reads (a presence's show, an
-//! error's condition, a sticky key) are found without copying the payload,
-//! and the stanza is sent on as the bytes it came as, with new addresses.
+//! and size; and it builds the [`Stanza`], a flat tree of offsets into the
+//! stanza's own bytes.
 //!
 //! A stanza whose start tag parses keeps its addresses even when the rest
 //! is defective, so that a request can still be answered.
@@ -17,243 +15,23 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ops::Range;
 
-use client_proxy::core::{xml_attribute_allowed, Body, Defect, NS_XML, NS_XMLNS};
+use client_proxy::core::{xml_attribute_allowed, Defect, NS_XML, NS_XMLNS};
 use memchr::{memchr, memmem};
 
+use super::stanza::{Attr, Node, NodeKind, Stanza, NONE};
 use super::{NS_ACCEPT, NS_STREAMS};
 
 /// Nesting past which a stanza is not read further: it is reported as
 /// oversized. The core's own bound (`max_depth`) is never above it.
 pub const DEPTH_CAP: u32 = client_proxy::core::MAX_DEPTH_RANGE.1;
 
-const NONE: u32 = u32::MAX;
 /// The "namespace" of an attribute that declares one: kept to be written
 /// back, never looked up.
 const DECLARATION: u32 = u32::MAX;
 
-/// A node of the tree: an element or a run of text.
-#[derive(Debug)]
-struct Node {
-    first_child: u32,
-    last_child: u32,
-    next_sibling: u32,
-    kind: NodeKind,
-}
-
-#[derive(Debug)]
-enum NodeKind {
-    Element {
-        /// Index into `namespaces`.
-        ns: u32,
-        local: Range<u32>,
-        attrs: Range<u32>,
-    },
-    /// Character data (`cdata`: the inside of a CDATA section, taken as
-    /// it is; otherwise with references still to decode).
-    Text { raw: Range<u32>, cdata: bool },
-}
-
-#[derive(Debug)]
-struct Attr {
-    /// Index into `namespaces`; 0 is no namespace.
-    ns: u32,
-    local: Range<u32>,
-    /// The value between its quotes, references not yet decoded.
-    value: Range<u32>,
-    /// `name='value'`, as written.
-    whole: Range<u32>,
-}
-
-/// A stanza as read, with what routing needs to know of it.
-#[derive(Debug)]
-pub struct Stanza {
-    raw: Vec<u8>,
-    nodes: Vec<Node>,
-    attrs: Vec<Attr>,
-    /// Namespace names seen; `namespaces[0]` is "" (none).
-    namespaces: Vec<Box<str>>,
-    /// Where the stanza element's attributes end (before `/>` or `>`), if
-    /// its start tag parsed.
-    head_end: Option<u32>,
-    body: Body,
-}
-
-/// An element of a [`Stanza`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Element(u32);
-
-impl Stanza {
-    /// Reads one whole element, as the framer gave it out.
-    pub fn parse(raw: Vec<u8>) -> Stanza {
-        Parser::run(raw, false)
-    }
-
-    /// Reads a start tag alone, such as the stream header.
-    pub fn head(raw: Vec<u8>) -> Stanza {
-        Parser::run(raw, true)
-    }
-
-    /// Reads the start tag of an element too large to keep: its addresses,
-    /// for an answer.
-    pub fn oversized(head: Option<Vec<u8>>) -> Stanza {
-        let mut stanza = match head {
-            Some(head) => Parser::run(head, true),
-            None => Stanza::empty(Vec::new()),
-        };
-        stanza.body.defect = Some(Defect::Oversized);
-        stanza
-    }
-
-    fn empty(raw: Vec<u8>) -> Stanza {
-        Stanza {
-            raw,
-            nodes: Vec::new(),
-            attrs: Vec::new(),
-            namespaces: vec!["".into()],
-            head_end: None,
-            body: Body::default(),
-        }
-    }
-
-    /// What the core is told of the payload.
-    pub fn body(&self) -> Body {
-        self.body
-    }
-
-    /// The stanza element, if its start tag parsed.
-    pub fn root(&self) -> Option<Element> {
-        (!self.nodes.is_empty()).then_some(Element(0))
-    }
-
-    fn span(&self, r: &Range<u32>) -> &[u8] {
-        &self.raw[r.start as usize..r.end as usize]
-    }
-
-    fn str(&self, r: &Range<u32>) -> &str {
-        // Checked as UTF-8 as a whole before any node was made.
-        std::str::from_utf8(self.span(r)).unwrap_or_default()
-    }
-
-    /// An element's local name.
-    pub fn name(&self, e: Element) -> &str {
-        match &self.nodes[e.0 as usize].kind {
-            NodeKind::Element { local, .. } => self.str(local),
-            NodeKind::Text { .. } => "",
-        }
-    }
-
-    /// An element's namespace name.
-    pub fn ns(&self, e: Element) -> &str {
-        match &self.nodes[e.0 as usize].kind {
-            NodeKind::Element { ns, .. } => &self.namespaces[*ns as usize],
-            NodeKind::Text { .. } => "",
-        }
-    }
-
-    /// Whether `e` is `name` in `ns`.
-    pub fn is(&self, e: Element, name: &str, ns: &str) -> bool {
-        self.name(e) == name && self.ns(e) == ns
-    }
-
-    /// An attribute in no namespace, decoded.
-    pub fn attr(&self, e: Element, name: &str) -> Option<Cow<'_, str>> {
-        let NodeKind::Element { attrs, .. } = &self.nodes[e.0 as usize].kind else {
-            return None;
-        };
-        self.attrs[attrs.start as usize..attrs.end as usize]
-            .iter()
-            .find(|a| a.ns == 0 && self.span(&a.local) == name.as_bytes())
-            .map(|a| decode(self.str(&a.value)))
-    }
-
-    /// An attribute of the stanza element, decoded.
-    #[cfg(test)]
-    pub fn top_attr(&self, name: &str) -> Option<Cow<'_, str>> {
-        self.root().and_then(|e| self.attr(e, name))
-    }
-
-    /// The child elements of `e`.
-    pub fn children(&self, e: Element) -> impl Iterator<Item = Element> + '_ {
-        let mut next = self.nodes[e.0 as usize].first_child;
-        std::iter::from_fn(move || {
-            while next != NONE {
-                let n = next;
-                next = self.nodes[n as usize].next_sibling;
-                if matches!(self.nodes[n as usize].kind, NodeKind::Element { .. }) {
-                    return Some(Element(n));
-                }
-            }
-            None
-        })
-    }
-
-    /// The first child of `e` that is `name` in `ns`.
-    pub fn child(&self, e: Element, name: &str, ns: &str) -> Option<Element> {
-        self.children(e).find(|&c| self.is(c, name, ns))
-    }
-
-    /// The text directly inside `e`, decoded.
-    pub fn text(&self, e: Element) -> String {
-        let mut text = String::new();
-        let mut next = self.nodes[e.0 as usize].first_child;
-        while next != NONE {
-            let node = &self.nodes[next as usize];
-            if let NodeKind::Text { raw, cdata } = &node.kind {
-                match cdata {
-                    true => text.push_str(self.str(raw)),
-                    false => text.push_str(&decode(self.str(raw))),
-                }
-            }
-            next = node.next_sibling;
-        }
-        text
-    }
-
-    /// The stanza's bytes with `from`, `to` and, if given, `id` set on the
-    /// stanza element; everything else as it came.
-    pub fn with_addresses(&self, from: &str, to: &str, id: Option<&str>) -> Vec<u8> {
-        let (Some(root), Some(head_end)) = (self.root(), self.head_end) else {
-            return self.raw.clone();
-        };
-        let NodeKind::Element { attrs, local, .. } = &self.nodes[root.0 as usize].kind else {
-            unreachable!("the root is an element");
-        };
-        let replaced = |a: &Attr| {
-            a.ns == 0
-                && match self.span(&a.local) {
-                    b"from" | b"to" => true,
-                    b"id" => id.is_some(),
-                    _ => false,
-                }
-        };
-        let mut out = Vec::with_capacity(self.raw.len() + from.len() + to.len() + 32);
-        // `<` and the element's name as written, prefix included.
-        let name_end = self.raw[1..]
-            .iter()
-            .position(|&b| is_space(b) || b == b'/' || b == b'>')
-            .map_or(local.end as usize, |i| i + 1);
-        out.extend_from_slice(&self.raw[..name_end]);
-        for a in &self.attrs[attrs.start as usize..attrs.end as usize] {
-            if !replaced(a) {
-                out.push(b' ');
-                out.extend_from_slice(self.span(&a.whole));
-            }
-        }
-        for (name, value) in [("from", Some(from)), ("to", Some(to)), ("id", id)] {
-            if let Some(value) = value {
-                out.extend_from_slice(format!(" {name}='").as_bytes());
-                super::write::escape_into(&mut out, value);
-                out.push(b'\'');
-            }
-        }
-        out.extend_from_slice(&self.raw[head_end as usize..]);
-        out
-    }
-}
-
 /// Decodes the five predefined entities and character references; the
 /// parse has checked that every `&` starts one.
-fn decode(raw: &str) -> Cow<'_, str> {
+pub(super) fn decode(raw: &str) -> Cow<'_, str> {
     if !raw.contains('&') {
         return Cow::Borrowed(raw);
     }
@@ -295,7 +73,7 @@ fn is_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | ' '..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
-fn is_space(b: u8) -> bool {
+pub(super) fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
@@ -355,7 +133,7 @@ struct Binding {
 /// Why a parse stopped: the stanza is not XML the component may send on.
 struct Stop;
 
-struct Parser {
+pub(super) struct Parser {
     s: Stanza,
     scope: Vec<Binding>,
     /// Open elements: node, scope length before it, name as written.
@@ -366,7 +144,7 @@ struct Parser {
 }
 
 impl Parser {
-    fn run(raw: Vec<u8>, head_only: bool) -> Stanza {
+    pub(super) fn run(raw: Vec<u8>, head_only: bool) -> Stanza {
         let bytes = raw.len();
         let mut p = Parser {
             s: Stanza::empty(raw),

@@ -4,7 +4,7 @@
 
 use client_proxy::core::StanzaError;
 
-use super::parse::Stanza;
+use super::stanza::Stanza;
 
 const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
