@@ -538,7 +538,7 @@ mod tests {
             Duration::from_millis(500)
         );
         let mut args = BASE.to_vec();
-        args.extend(["--hold-after-connect", "-1"]);
+        args.extend(["--hold-after-connect=61"]);
         let err = run(&args).unwrap_err();
         assert!(err.starts_with("option 'hold_after_connect'"), "{err}");
         let mut args = BASE.to_vec();
