@@ -125,7 +125,8 @@ impl Requesters {
     }
 
     fn add(&mut self, jid: &str, rng: &mut SmallRng) -> RequesterId {
-        let id = RequesterId::try_from(self.slots.vacant_key()).expect("fewer than 2^32 requesters");
+        let id =
+            RequesterId::try_from(self.slots.vacant_key()).expect("fewer than 2^32 requesters");
         let token = (!fits_verbatim(jid)).then(|| loop {
             let t: Box<str> = format!("{TOKEN_PREFIX}{:016x}", rng.random::<u64>()).into();
             if !self.by_token.contains_key(&t) {
