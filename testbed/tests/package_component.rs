@@ -1,7 +1,8 @@
 //! The standalone component's Debian package of `make deb`
 //! (scripts/build-deb-component), unpacked into a temporary root as
 //! `dpkg-deb -x` does: exactly the expected files with their modes, the
-//! example configuration a conffile, the control data; a unit that
+//! example configuration a conffile, the control data; a postrm that
+//! removes the operator's secret at purge and keeps it otherwise; a unit that
 //! `systemd-analyze verify` accepts, with the settings an operator relies
 //! on; lintian finds no error and no warning; and the packaged program,
 //! started as the unit starts it (ExecStart, with the example configuration
@@ -12,7 +13,7 @@ mod package_common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,19 @@ fn deb() -> PathBuf {
     package_common::deb(PACKAGE, "CLIENT_PROXY_COMPONENT_DEB")
 }
 
+/// The package's control archive, extracted as `dpkg-deb --control` does.
+fn control(deb: &Path) -> TempDir {
+    let control = TempDir::new().unwrap();
+    let status = Command::new("dpkg-deb")
+        .arg("--control")
+        .arg(deb)
+        .arg(control.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    control
+}
+
 /// The unit's values of `key`, in order.
 fn unit_values(unit: &str, key: &str) -> Vec<String> {
     unit.lines()
@@ -84,21 +98,17 @@ fn the_package_holds_the_program_its_unit_and_its_configuration_with_their_modes
     assert_eq!(mode(BINARY), "-rwxr-xr-x");
     assert_eq!(mode(UNIT), "-rw-r--r--");
 
-    // The control archive: the configuration a conffile, no maintainer scripts.
-    let control = TempDir::new().unwrap();
-    let status = Command::new("dpkg-deb")
-        .arg("--control")
-        .arg(deb)
-        .arg(control.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    // The control archive: the configuration a conffile, one maintainer
+    // script (postrm, executable).
+    let control = control(deb);
     let mut files: Vec<String> = fs::read_dir(control.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     files.sort();
-    assert_eq!(files, ["conffiles", "control", "md5sums"]);
+    assert_eq!(files, ["conffiles", "control", "md5sums", "postrm"]);
+    let postrm = fs::metadata(control.path().join("postrm")).unwrap();
+    assert_eq!(postrm.permissions().mode() & 0o777, 0o755);
     assert_eq!(
         fs::read_to_string(control.path().join("conffiles")).unwrap(),
         format!("/{CONFIG}\n")
@@ -210,6 +220,47 @@ fn systemd_analyze_verify_accepts_the_unit() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn purging_removes_the_secret_the_operator_wrote_and_removing_keeps_it() {
+    // The packaged postrm, run as dpkg runs it for a root of its own
+    // ($DPKG_ROOT), after dpkg removed the files it knows of.
+    let control = control(&deb());
+    let root = TempDir::new().unwrap();
+    let etc = root.path().join("etc/client-proxy-component");
+    let postrm = |action: &str| {
+        let status = Command::new(control.path().join("postrm"))
+            .arg(action)
+            .env("DPKG_ROOT", root.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "postrm {action}: {status}");
+    };
+    fs::create_dir_all(&etc).unwrap();
+    fs::write(etc.join("secret"), "a secret\n").unwrap();
+    for action in ["remove", "upgrade", "abort-install"] {
+        postrm(action);
+        assert!(
+            etc.join("secret").exists(),
+            "postrm {action} took the secret"
+        );
+    }
+    postrm("purge");
+    assert!(!etc.exists(), "purging left {}", etc.display());
+    // A file of the operator's own there stays, and so does the directory.
+    fs::create_dir_all(&etc).unwrap();
+    fs::write(etc.join("secret"), "a secret\n").unwrap();
+    fs::write(etc.join("notes"), "mine\n").unwrap();
+    postrm("purge");
+    assert!(!etc.join("secret").exists(), "purging left the secret");
+    assert!(
+        etc.join("notes").exists(),
+        "purging took the operator's file"
+    );
+    // Purging again, with nothing left, succeeds too.
+    fs::remove_dir_all(&etc).unwrap();
+    postrm("purge");
 }
 
 #[test]
