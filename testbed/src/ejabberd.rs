@@ -13,7 +13,10 @@
 //!
 //! Dropping it stops the node (`ejabberdctl stop`, then SIGKILL), then
 //! kills its `epmd`: nothing is left running, even when a test fails. A
-//! node that joined another leaves the `epmd` to that one. The life cycle
+//! node that joined another shares its `epmd`, which is killed once the
+//! last node using it is gone, in whichever order they are dropped (a
+//! node's `ejabberdctl` finding no `epmd` would start a daemon of its own
+//! and leave it running). The life cycle
 //! shared with the other servers (the guarded children, ports, directory,
 //! log) is [`crate::process`]'s.
 //!
@@ -27,6 +30,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::process::{
@@ -47,6 +51,8 @@ pub struct EjabberdBuilder {
     users: Vec<(String, String)>,
     /// The node to join: its name, cookie and epmd port.
     join: Option<(String, String, u16)>,
+    /// The `epmd` of the node to join, shared.
+    epmd: Option<Arc<Guarded>>,
     /// Top-level options added to `ejabberd.yml`.
     extra: String,
 }
@@ -81,11 +87,12 @@ impl EjabberdBuilder {
 
     /// Makes this node join `other`'s cluster once started
     /// (`ejabberdctl join_cluster`): the same cookie and the same `epmd`
-    /// (which stays `other`'s to stop), the same `hosts`, and `other`'s
+    /// (killed once both nodes are dropped), the same `hosts`, and `other`'s
     /// Mnesia tables, users included. Users are best registered on
     /// `other`.
     pub fn join(mut self, other: &Ejabberd) -> Self {
         self.join = Some((other.node.clone(), other.cookie.clone(), other.epmd_port));
+        self.epmd = other.epmd.clone();
         self
     }
 
@@ -126,7 +133,7 @@ impl EjabberdBuilder {
             component_port,
             epmd_port,
             child: None,
-            epmd: None,
+            epmd: self.epmd.clone(),
         };
         e.write_config(&self)?;
         if self.join.is_none() {
@@ -142,7 +149,7 @@ impl EjabberdBuilder {
             let mut epmd = Guarded::spawn(command)?;
             epmd.wait_for_port(e.epmd_port, START_TIMEOUT)
                 .map_err(|err| io::Error::new(err.kind(), format!("epmd: {err}")))?;
-            e.epmd = Some(epmd);
+            e.epmd = Some(Arc::new(epmd));
         }
         // A port free when picked may be another test's by now.
         let launch = |e: &mut Ejabberd| {
@@ -179,7 +186,8 @@ pub struct Ejabberd {
     component_port: u16,
     epmd_port: u16,
     child: Option<Guarded>,
-    epmd: Option<Guarded>,
+    /// Its own, or that of the node it joined.
+    epmd: Option<Arc<Guarded>>,
 }
 
 impl Ejabberd {
@@ -513,5 +521,21 @@ mod tests {
         let config = fs::read_to_string(node.config_path()).unwrap();
         assert!(config.contains(&format!("port: {}", node.c2s_addr().port())));
         assert!(std::net::TcpStream::connect(node.c2s_addr()).is_ok());
+    }
+
+    #[test]
+    fn the_epmd_of_a_cluster_goes_with_its_last_node() {
+        let start = |builder: EjabberdBuilder| {
+            let builder = builder.external_component("proxy.localhost", "secret");
+            builder.start().unwrap()
+        };
+        let a = start(EjabberdBuilder::new());
+        let b = start(EjabberdBuilder::new().join(&a));
+        let epmd = SocketAddr::from((Ipv4Addr::LOCALHOST, a.epmd_port));
+        // The node that started the epmd first.
+        drop(a);
+        drop(b);
+        let listening = std::net::TcpStream::connect(epmd).is_ok();
+        assert!(!listening, "an epmd is left on the cluster's port");
     }
 }

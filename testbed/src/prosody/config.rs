@@ -269,7 +269,7 @@ impl ProsodyBuilder {
             child: None,
             install: Installation::selected(),
             dir,
-            config: self,
+            config: Box::new(self),
             port: 0,
             http_port: 0,
             component_port: 0,

@@ -62,7 +62,8 @@ pub struct Prosody {
     child: Option<Guarded>,
     install: &'static Installation,
     dir: TempDir,
-    config: ProsodyBuilder,
+    // Boxed: what it holds is large, and a server is often held in an enum.
+    config: Box<ProsodyBuilder>,
     port: u16,
     /// 0 unless [`ProsodyBuilder::http`].
     http_port: u16,
