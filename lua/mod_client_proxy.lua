@@ -309,7 +309,10 @@ local function describe(stanza)
 end
 
 -- Hands the stanza's attributes to the library, and returns its verdict and
--- the time. A failure there is logged, and a get or set answered.
+-- the time. A failure there is logged, and a get or set answered. What
+-- a, b and c are depends on the verdict: from, to and the round trip for
+-- "forward", the error's type and condition for "error", the reason for
+-- "drop" and "pass" (`route` in src/glue.rs says it once for both sides).
 local function route_stanza(stanza)
 	local attr, name = stanza.attr, stanza.name;
 	local show, priority, condition, key;
