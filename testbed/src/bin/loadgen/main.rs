@@ -1,14 +1,15 @@
 //! Load generator for `client_proxy`: what the proxy costs next to sending
 //! the same IQs straight to the implementing client. Run with `--help`.
 //!
-//! `args` reads the options, `client` logs the accounts in and runs the
-//! implementing client's resources, `measure` runs the phases and takes
-//! their figures, `report` prints them.
+//! `args` reads the options, `mode` says where requests go, `client` logs
+//! the accounts in and runs the implementing client's resources, `measure`
+//! runs the phases and takes their figures, `report` prints them.
 
 mod args;
 mod client;
 mod lua;
 mod measure;
+mod mode;
 mod report;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -29,28 +30,18 @@ use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::stanzastream::{Event, StanzaStream};
 use tokio_xmpp::Stanza;
 
-use args::{
-    parse_args, Mode, Options, Strategy, COMPONENT, COMPONENT_SECRET, COMPONENT_SERVICE, HELP,
-};
+use args::{parse_args, Options};
 use client::{echo, login, sync};
 use measure::{summarize, Bench, Requester, Route};
+use mode::{Mode, Strategy, COMPONENT, COMPONENT_SECRET, COMPONENT_SERVICE};
 use report::{error_summary, mode_medians, phase_header, phase_row, ratio_tables, targets};
 
 // ---------------------------------------------------------------------------
 // Main
 
 fn main() -> ExitCode {
-    let opts = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(opts)) => opts,
-        Ok(None) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("loadgen: {message}\nTry loadgen --help.");
-            return ExitCode::from(2);
-        }
-    };
+    // Help to stdout with status 0; a refused flag to stderr with status 2.
+    let opts = parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
     match run_main(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
