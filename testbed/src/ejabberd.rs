@@ -20,13 +20,18 @@
 //! shared with the other servers (the guarded children, ports, directory,
 //! log) is [`crate::process`]'s.
 //!
-//! `ejabberdctl` runs the node as the `ejabberd` user when started as root
-//! (and refuses other users), so the tests that use this run as root or as
-//! `ejabberd`.
+//! The node runs as the `ejabberd` user (`ejabberdctl` refuses others than
+//! it and root, and as root runs the node through `su`, in a session of its
+//! own), so the tests that use this run as root or as `ejabberd`. It is
+//! started as that user directly, so that no `su` stands between it and
+//! the test process: `ejabberdctl` dies with the test process (a guarded
+//! child), and the node, started through `setpriv --pdeathsig KILL` (the
+//! `erl` that `ejabberdctl.cfg` names), dies with `ejabberdctl`.
 
 use std::fs;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +46,9 @@ use crate::process::{
 const EJABBERDCTL: &str = "ejabberdctl";
 const EPMD: &str = "epmd";
 const OUTPUT_FILE: &str = "ejabberd.out";
+/// Runs Erlang so that it dies (SIGKILL) when its parent, `ejabberdctl`,
+/// does: the parent-death signal survives the `exec`s down to `beam.smp`.
+const ERL_WRAPPER: &str = "#!/bin/sh\nexec setpriv --pdeathsig KILL /usr/bin/erl \"$@\"\n";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -314,10 +322,14 @@ impl Ejabberd {
             d.join("ejabberdctl.cfg"),
             format!(
                 "ERL_OPTIONS=\"-setcookie {cookie}\"\nERL_EPMD_ADDRESS=127.0.0.1\n\
-                 ERL_EPMD_PORT={}\nexport ERL_EPMD_PORT\nEJABBERD_BYPASS_WARNINGS=true\n",
-                self.epmd_port
+                 ERL_EPMD_PORT={}\nexport ERL_EPMD_PORT\nEJABBERD_BYPASS_WARNINGS=true\n\
+                 ERL=\"{}\"\n",
+                self.epmd_port,
+                d.join("erl").display()
             ),
         )?;
+        fs::write(d.join("erl"), ERL_WRAPPER)?;
+        set_mode(&d.join("erl"), 0o755)?;
         // As Debian's: names from /etc/hosts, localhost at 127.0.0.1.
         fs::write(
             d.join("inetrc"),
@@ -356,8 +368,11 @@ impl Ejabberd {
             .create(true)
             .append(true)
             .open(&out_path)?;
+        let (uid, gid) = ejabberd_user()?;
         let mut command = self.ctl_command();
         command
+            .uid(uid)
+            .gid(gid)
             .arg("foreground")
             .stdin(Stdio::null())
             .stdout(output.try_clone()?)
@@ -395,8 +410,8 @@ impl Ejabberd {
             let _ = self.ctl(&["stop"]);
         }
         child.stop(STOP_TIMEOUT, || false);
-        // `su` runs the node in a session of its own: find its beam by
-        // the node name, which is this instance's alone.
+        // Should the node have left its group: find its beam by the node
+        // name, which is this instance's alone.
         for pid in beam_pids(&self.node) {
             // SAFETY: kill(2) of the node this instance started.
             unsafe { libc::kill(pid, libc::SIGKILL) };

@@ -47,7 +47,6 @@ fn the_component_dies_with_the_test_process() {
 }
 
 #[test]
-#[ignore = "ejabberd's node, run by su in a session of its own, outlives a killed test process"]
 fn ejabberd_dies_with_the_test_process() {
     if std::env::var(CHILD_ENV).as_deref() == Ok("ejabberd") {
         let node = EjabberdBuilder::new()
