@@ -11,9 +11,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use client_proxy_testbed::{
-    spawn_echo, EchoHandle, Ejabberd, EjabberdBuilder, PASSWORD, PROXY, TARGET,
-};
+use client_proxy_testbed::{spawn_echo, EchoHandle, Ejabberd, PROXY, TARGET};
 use common::answers::Answers;
 use common::*;
 
@@ -42,20 +40,7 @@ async fn service(
 #[tokio::test]
 async fn ejabberd_cluster_both_nodes_serve_and_a_node_restart_answers_every_request_once() {
     let started = Instant::now();
-    let a = EjabberdBuilder::new()
-        .external_component(PROXY, SECRET)
-        .user(TARGET, PASSWORD)
-        .user(ALICE, PASSWORD)
-        .user(BOB, PASSWORD)
-        .start()
-        .expect("start node A");
-    a.add_rosteritem(TARGET, PROXY, "from")
-        .expect("add_rosteritem");
-    let b = EjabberdBuilder::new()
-        .external_component(PROXY, SECRET)
-        .join(&a)
-        .start()
-        .expect("start node B and join A");
+    let (a, b) = ejabberd_cluster(&[ALICE, BOB], "");
     let both: BTreeSet<String> = [a.node().to_owned(), b.node().to_owned()].into();
     assert_eq!(
         a.cluster().unwrap().into_iter().collect::<BTreeSet<_>>(),

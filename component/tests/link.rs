@@ -43,18 +43,10 @@ fn setup_with(more: &[String], extra: &str, relay_buffer: Option<i32>) -> Setup 
         None => Relay::start(upstream),
         Some(bytes) => Relay::with_small_buffer(upstream, bytes),
     };
-    let servers: Vec<String> = std::iter::once(format!("\"{}\"", relay.addr()))
-        .chain(more.iter().map(|s| format!("\"{s}\"")))
+    let servers: Vec<String> = std::iter::once(relay.addr().to_string())
+        .chain(more.iter().cloned())
         .collect();
-    let config = config(relay.addr(), extra).replace(
-        &format!("server = \"{}\"", relay.addr()),
-        &format!("server = [{}]", servers.join(", ")),
-    );
-    let component = Running::start(
-        std::path::Path::new(env!("CARGO_BIN_EXE_client-proxy-component")),
-        &config,
-    )
-    .expect("start the component");
+    let component = start_component_on(&servers, extra);
     Setup {
         prosody,
         relay,

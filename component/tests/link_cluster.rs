@@ -6,51 +6,25 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use client_proxy_testbed::{
-    http_get, iq, ping, samples, spawn_echo, EchoHandle, Ejabberd, EjabberdBuilder, PASSWORD,
-    PROXY, TARGET,
+    http_get, iq, ping, samples, spawn_echo, EchoHandle, Ejabberd, PROXY, TARGET,
 };
 use common::answers::Answers;
 use common::*;
 
 const ALICE: &str = "alice@localhost";
 
-/// Node A with the users and the target's roster item for P, and node B
-/// joined to it; both with `config` added to their `ejabberd.yml`.
-fn cluster(config: &str) -> (Ejabberd, Ejabberd) {
-    let a = EjabberdBuilder::new()
-        .external_component(PROXY, SECRET)
-        .user(TARGET, PASSWORD)
-        .user(ALICE, PASSWORD)
-        .config(config)
-        .start()
-        .expect("start node A");
-    a.add_rosteritem(TARGET, PROXY, "from")
-        .expect("add_rosteritem");
-    let b = EjabberdBuilder::new()
-        .external_component(PROXY, SECRET)
-        .config(config)
-        .join(&a)
-        .start()
-        .expect("start node B and join A");
-    (a, b)
+/// The cluster, with alice.
+fn cluster(yaml: &str) -> (Ejabberd, Ejabberd) {
+    ejabberd_cluster(&[ALICE], yaml)
 }
 
 /// The component connected to `servers` in turn, with `extra` options.
 fn component(servers: &[SocketAddr], extra: &str) -> Running {
-    let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
-    let config = config(servers[0], extra).replace(
-        &format!("server = \"{}\"", servers[0]),
-        &format!("server = [{}]", list.join(", ")),
-    );
-    Running::start(
-        Path::new(env!("CARGO_BIN_EXE_client-proxy-component")),
-        &config,
-    )
-    .expect("start the component")
+    let servers: Vec<String> = servers.iter().map(SocketAddr::to_string).collect();
+    start_component_on(&servers, extra)
 }
 
 /// The target's r1 logged in at `node`, answering.

@@ -12,7 +12,8 @@ use std::time::Duration;
 use std::net::SocketAddr;
 
 use client_proxy_testbed::{
-    error_condition, iq, ping, Component, EchoHandle, EchoMode, Xmpp, PASSWORD, PROXY, TARGET,
+    error_condition, iq, ping, Component, EchoHandle, EchoMode, Ejabberd, EjabberdBuilder, Xmpp,
+    PASSWORD, PROXY, TARGET,
 };
 use minidom::Element;
 
@@ -40,6 +41,42 @@ pub fn start_component(server: SocketAddr, extra: &str) -> Running {
     let config = config(server, extra);
     let binary = Path::new(env!("CARGO_BIN_EXE_client-proxy-component"));
     Component::start(binary, &config).expect("start the component")
+}
+
+/// Starts the binary with [`config`], but `servers` (tried in turn, K3)
+/// in place of one server.
+pub fn start_component_on(servers: &[String], extra: &str) -> Running {
+    let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    let first: SocketAddr = servers[0].parse().expect("HOST:PORT");
+    let config = config(first, extra).replace(
+        &format!("server = \"{first}\""),
+        &format!("server = [{}]", list.join(", ")),
+    );
+    let binary = Path::new(env!("CARGO_BIN_EXE_client-proxy-component"));
+    Component::start(binary, &config).expect("start the component")
+}
+
+/// Node A with the target, `users` and the target's roster item for P,
+/// and node B joined to it; both with `yaml` added to their
+/// `ejabberd.yml`.
+pub fn ejabberd_cluster(users: &[&str], yaml: &str) -> (Ejabberd, Ejabberd) {
+    let mut builder = EjabberdBuilder::new()
+        .external_component(PROXY, SECRET)
+        .user(TARGET, PASSWORD)
+        .config(yaml);
+    for user in users {
+        builder = builder.user(user, PASSWORD);
+    }
+    let a = builder.start().expect("start node A");
+    a.add_rosteritem(TARGET, PROXY, "from")
+        .expect("add_rosteritem");
+    let b = EjabberdBuilder::new()
+        .external_component(PROXY, SECRET)
+        .config(yaml)
+        .join(&a)
+        .start()
+        .expect("start node B and join A");
+    (a, b)
 }
 
 /// How the one request in flight when the server went away was settled.
