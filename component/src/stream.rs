@@ -50,6 +50,9 @@ pub struct Connection {
     /// partial one would not reach the server whole anyway, and a blocked
     /// link would block every write for as long again.
     broken: bool,
+    /// The reader task: stopped with the connection, as on a half-open
+    /// link (K1) nothing would ever end its read.
+    reader: tokio::task::JoinHandle<()>,
 }
 
 struct Reader {
@@ -188,7 +191,7 @@ pub async fn connect(
         }
     }
     let (tx, incoming) = mpsc::channel(64);
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         let mut parsed = 0;
         let why = loop {
             match reader.stanza().await {
@@ -216,7 +219,14 @@ pub async fn connect(
         incoming,
         live: None,
         broken: false,
+        reader,
     })
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 impl Connection {

@@ -82,6 +82,15 @@ impl Setup {
     }
 }
 
+/// How many sockets the process `pid` has open.
+fn sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
 fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
 }
@@ -109,6 +118,8 @@ async fn k1_a_half_open_link_is_given_up_after_three_keepalives_and_what_it_held
     }
     assert!(svc.wait_seen(2, WAIT).await, "r1 got {:?}", svc.seen());
     svc.set_mode(EchoMode::Answer);
+    let pid = s.component.pid().unwrap();
+    let open = sockets(pid);
     s.relay.freeze(Way::Both);
     let frozen = Instant::now();
     // Neither end hears a thing: only the component's silence check can
@@ -121,6 +132,9 @@ async fn k1_a_half_open_link_is_given_up_after_three_keepalives_and_what_it_held
         s.component.log()
     );
     let detected = frozen.elapsed();
+    // Nothing would ever end a read on it: the socket is closed all the
+    // same (the next attempt waits 0.5 s).
+    assert_eq!(sockets(pid), open - 1, "the link's socket is still open");
     assert!(
         detected > Duration::from_millis(1500) && detected < Duration::from_millis(4500),
         "given up after {detected:?}"
