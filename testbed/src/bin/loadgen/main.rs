@@ -54,7 +54,7 @@ fn main() -> ExitCode {
 fn run_main(opts: Options) -> Result<(), String> {
     let began = std::time::Instant::now();
     let opts = Arc::new(opts);
-    // The server is tied to this (the main) thread, which lives to the end.
+    // The server (and the component) live until dropped at the end of this function.
     let (server, addr, pid, component, lua) = match &opts.address {
         Some(address) => {
             let addr = address
