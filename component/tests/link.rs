@@ -116,7 +116,8 @@ async fn k1_a_half_open_link_is_given_up_after_three_keepalives_and_what_it_held
     for (ty, id) in [("get", "g"), ("set", "s")] {
         alice.send(iq(ty, id, PROXY, Some(ping()))).await.unwrap();
     }
-    assert!(svc.wait_seen(2, WAIT).await, "r1 got {:?}", svc.seen());
+    // "before", then these two.
+    assert!(svc.wait_seen(3, WAIT).await, "r1 got {:?}", svc.seen());
     svc.set_mode(EchoMode::Answer);
     let pid = s.component.pid().unwrap();
     let open = sockets(pid);
