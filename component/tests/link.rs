@@ -321,12 +321,14 @@ async fn k5_the_secret_from_a_file_connects_and_is_never_shown() {
 // Two threads: the echo service answers while the test waits on the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn k7_a_failed_write_loses_nothing_and_writes_nothing_twice() {
-    let mut s = setup_with(&[], "keepalive = 1", Some(4096));
+    // A write may block for 6 s.
+    let mut s = setup_with(&[], "keepalive = 2", Some(4096));
     let svc = spawn_echo(s.service("r1").await);
     let mut alice = s.alice().await;
-    // r1 answers these while the component is blocked in a write: they
-    // are read then, not written, and must reach alice on the next link.
-    svc.set_mode(EchoMode::Delay(Duration::from_millis(1500)));
+    // r1 answers these in 3 s, while the component is blocked in a write
+    // (it blocks within a moment of the freeze below, for 6 s): they are
+    // read then, not written, and must reach alice on the next link.
+    svc.set_mode(EchoMode::Delay(Duration::from_secs(3)));
     let answered_late = ids("a", 5);
     send_gets(&mut alice, &answered_late, ping).await;
     assert!(svc.wait_seen(5, WAIT).await, "r1 got {:?}", svc.seen());
@@ -342,9 +344,9 @@ async fn k7_a_failed_write_loses_nothing_and_writes_nothing_twice() {
     send_gets(&mut alice, &blocked, big).await;
     assert!(
         s.component.wait_for_log(
-            "write error: a write blocked for 3 s",
+            "write error: a write blocked for 6 s",
             1,
-            Duration::from_secs(10)
+            Duration::from_secs(15)
         ),
         "{}",
         s.component.log()
