@@ -84,9 +84,9 @@ fn run_main(opts: Options) -> Result<(), String> {
                 components += &format!(", and {COMPONENT} external");
             }
             println!(
-                "Spawned Prosody {} (pid {pid}, log level {}, Nagle {}) with client_proxy on {} \
+                "Spawned {} (pid {pid}, log level {}, Nagle {}) with client_proxy on {} \
                  in {:.1} s",
-                prosody_version(),
+                server.prosody().installation().name(),
                 opts.log_level,
                 if opts.nagle { "on" } else { "off" },
                 components,
@@ -189,17 +189,6 @@ fn spawn_server(opts: &Options) -> Result<ProxyServer, String> {
         })
         .start()
         .map_err(|e| format!("cannot start Prosody: {e}"))
-}
-
-/// The Debian package's version of Prosody, or "".
-fn prosody_version() -> String {
-    std::process::Command::new("dpkg-query")
-        .args(["-W", "-f", "${Version}", "prosody"])
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        .unwrap_or_default()
 }
 
 fn tail(text: &str, lines: usize) -> String {

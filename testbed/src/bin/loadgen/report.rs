@@ -138,34 +138,45 @@ fn ratios(
     mode: Mode,
     base: Mode,
 ) -> Vec<(usize, [f64; 7])> {
-    let mut rows = Vec::new();
-    for round in 1..=opts.rounds {
-        let find = |mode| {
-            phases
-                .iter()
-                .find(|p| p.load == load && p.round == round && p.mode == mode)
-        };
-        let (Some(d), Some(p)) = (find(base), find(mode)) else {
-            continue;
-        };
-        let cpu = match (p.cpu_per_1k, d.cpu_per_1k) {
-            (Some(p), Some(d)) => p / d,
-            _ => f64::NAN,
-        };
-        rows.push((
-            round,
-            [
-                p.rate / d.rate,
-                p.p50 / d.p50,
-                p.p90 / d.p90,
-                p.p99 / d.p99,
-                p.max / d.max,
-                cpu,
-                p.p50 - d.p50,
-            ],
-        ));
-    }
-    rows
+    let find = |round, mode| {
+        phases
+            .iter()
+            .find(|p| p.load == load && p.round == round && p.mode == mode)
+    };
+    (1..=opts.rounds)
+        .filter_map(|round| Some((round, compare(find(round, mode)?, find(round, base)?))))
+        .collect()
+}
+
+/// `base` against itself one pair later, pair by pair: what the ratios
+/// would spread by if the two modes cost the same (the machine's own
+/// drift from one phase to the next).
+fn next_pair(opts: &Options, phases: &[Phase], load: Load, base: Mode) -> Vec<(usize, [f64; 7])> {
+    let find = |round| {
+        phases
+            .iter()
+            .find(|p| p.load == load && p.round == round && p.mode == base)
+    };
+    (1..opts.rounds)
+        .filter_map(|round| Some((round, compare(find(round + 1)?, find(round)?))))
+        .collect()
+}
+
+/// The ratio of each figure of `p` to `d`'s, and the difference of the p50s.
+fn compare(p: &Phase, d: &Phase) -> [f64; 7] {
+    let cpu = match (p.cpu_per_1k, d.cpu_per_1k) {
+        (Some(p), Some(d)) => p / d,
+        _ => f64::NAN,
+    };
+    [
+        p.rate / d.rate,
+        p.p50 / d.p50,
+        p.p90 / d.p90,
+        p.p99 / d.p99,
+        p.max / d.max,
+        cpu,
+        p.p50 - d.p50,
+    ]
 }
 
 /// One figure of each column: `of` its values.
@@ -216,6 +227,22 @@ pub(crate) fn ratio_tables(opts: &Options, phases: &[Phase]) -> String {
             let p10 = columns(&rows, |c| quantile(c, 0.1));
             let p90 = columns(&rows, |c| quantile(c, 0.9));
             let _ = writeln!(out, "{}", ratio_row("p10", &p10));
+            let _ = writeln!(out, "{}", ratio_row("p90", &p90));
+            let _ = writeln!(out);
+        }
+        // A spread of the ratios no wider than this is the machine's.
+        let same = next_pair(opts, phases, load, base);
+        if !same.is_empty() {
+            let _ = writeln!(
+                out,
+                "{} / {} one pair earlier, load {load} (the machine's own spread)",
+                base.title(),
+                base.title()
+            );
+            let p10 = columns(&same, |c| quantile(c, 0.1));
+            let p90 = columns(&same, |c| quantile(c, 0.9));
+            let _ = writeln!(out, "{}", ratio_row("p10", &p10));
+            let _ = writeln!(out, "{}", ratio_row("median", &column_medians(&same)));
             let _ = writeln!(out, "{}", ratio_row("p90", &p90));
             let _ = writeln!(out);
         }
