@@ -141,11 +141,14 @@ demo-component: setup plugin
 #   make bench BENCH_ARGS="--scenario strategy-cost"   Prosody CPU per round trip: random, least_in_flight, sticky
 # The standalone component beside the module (BENCHMARKS.md):
 #   make bench BENCH_ARGS="--scenario component"       random (the module) against client-proxy-component
+# The spawned Prosody's collector is set as the README recommends
+# (BENCH_GC= runs Prosody's default).
 BENCH_ARGS ?=
+BENCH_GC ?= gc = { mode = "incremental", threshold = 200, speed = 200 }
 bench: setup plugin
 	$(CARGO) build --release -q -p client-proxy-component
 	CLIENT_PROXY_PLUGIN_DIR=$(CURDIR)/build/lua-$(LUA) $(CARGO) run --release -q -p client_proxy_testbed --bin loadgen -- \
-		--spawn --log-level info $(BENCH_ARGS)
+		--spawn --log-level info $(if $(BENCH_GC),--server-option '$(BENCH_GC)') $(BENCH_ARGS)
 
 clean:
 	rm -rf build target
