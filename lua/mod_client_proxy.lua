@@ -309,10 +309,11 @@ local function describe(stanza)
 end
 
 -- Hands the stanza's attributes to the library, and returns its verdict and
--- the time. A failure there is logged, and a get or set answered. What
--- a, b and c are depends on the verdict: from, to and the round trip for
--- "forward", the error's type and condition for "error", the reason for
--- "drop" and "pass" (`route` in src/glue.rs says it once for both sides).
+-- the time. A failure there is logged, and a get or set answered. The
+-- values after the verdict are named for both of their uses: from, to and
+-- the round trip for "forward"; the error's type and condition for
+-- "error"; the reason (in the first) for "drop" and "pass" (`route` in
+-- src/glue.rs defines them).
 local function route_stanza(stanza)
 	local attr, name = stanza.attr, stanza.name;
 	local show, priority, condition, key;
@@ -329,8 +330,8 @@ local function route_stanza(stanza)
 		end
 	end
 	local now = monotonic();
-	local ok, verdict, a, b, c, queued, id = pcall(route, name, attr.type, attr.from, attr.to,
-		attr.id, show, priority, now, stanza, condition, key);
+	local ok, verdict, from_or_type, to_or_condition, rtt, queued, id = pcall(route,
+		name, attr.type, attr.from, attr.to, attr.id, show, priority, now, stanza, condition, key);
 	if not ok then
 		module:log("error", "Failed to route %s: %s", describe(stanza), tostring(verdict));
 		if name == "iq" and (attr.type == "get" or attr.type == "set") then
@@ -339,7 +340,7 @@ local function route_stanza(stanza)
 		end
 		return "failed";
 	end
-	return verdict, a, b, c, now, queued, id;
+	return verdict, from_or_type, to_or_condition, rtt, now, queued, id;
 end
 
 -- Kept apart from route_stanza, with few locals, so that session.send runs
@@ -348,34 +349,34 @@ end
 -- about 16,000 instructions per round trip (BENCHMARKS.md).
 local function handle_stanza(event)
 	local stanza = event.stanza;
-	local verdict, a, b, c, now, queued, id = route_stanza(stanza);
+	local verdict, from_or_type, to_or_condition, rtt, now, queued, id = route_stanza(stanza);
 	if queued then
 		flush();
 	end
 	if verdict == "forward" then
-		stanza.attr.from, stanza.attr.to = a, b;
+		stanza.attr.from, stanza.attr.to = from_or_type, to_or_condition;
 		if id then
 			stanza.attr.id = id;
 		end
 		-- Messages take the router's way, past carbons, archives and offline
 		-- storage; an IQ to a local session is handed over once (see send).
-		local session = stanza.name == "iq" and direct_session(b);
+		local session = stanza.name == "iq" and direct_session(to_or_condition);
 		if session then
 			session.send(stanza);
 		else
 			module:send(stanza);
 		end
-		if c then
-			measure_rtt:sample(c);
+		if rtt then
+			measure_rtt:sample(rtt);
 		else
 			arm_timer(now);
 		end
 	elseif verdict == "error" then
-		send(st.error_reply(stanza, a, b));
+		send(st.error_reply(stanza, from_or_type, to_or_condition));
 	elseif verdict == "done" then
 		flush();
 	elseif verdict ~= "failed" then -- "drop", or "pass": not ours, Prosody may have it
-		module:log("debug", "Dropped (%s) %s", a, describe(stanza));
+		module:log("debug", "Dropped (%s) %s", from_or_type, describe(stanza));
 		if verdict == "pass" then
 			return nil;
 		end
