@@ -8,6 +8,7 @@
 
 local st = require "util.stanza";
 local jid_split = require "util.jid".split;
+local filters = require "util.filters";
 local monotonic = require "util.time".monotonic;
 local configmanager = require "core.configmanager";
 local rostermanager = require "core.rostermanager";
@@ -153,24 +154,29 @@ local hook_priority = 10;
 local hosts = prosody.hosts;
 local full_sessions = prosody.full_sessions;
 
--- The "iq/full" handler arrays (util.events rebuilds one whenever a handler
--- is added or removed) known to hold mod_iq's handler and nothing else.
-local plain_iq_full = setmetatable({}, { __mode = "k" });
-
-local function only_mod_iq(host_session)
-	local handlers = host_session.events.get_handlers("iq/full");
+-- Whether the handlers of `event` on the host are `module_name`'s alone
+-- (or, if `none_too`, none at all). Cached per handler array: util.events
+-- makes a new one whenever a handler is added or removed.
+local handled_only_by_cache = setmetatable({}, { __mode = "k" });
+local function handled_only_by(host_session, event, module_name, none_too)
+	local handlers = host_session.events.get_handlers(event);
 	if not handlers then
-		return false;
+		return none_too;
 	end
-	local plain = plain_iq_full[handlers];
-	if plain == nil then
-		local mod_iq = host_session.modules.iq;
-		local own = mod_iq and #handlers == 1
-			and mod_iq.module.event_handlers:get(host_session.events, "iq/full");
-		plain = own and own[handlers[1]] ~= nil or false;
-		plain_iq_full[handlers] = plain;
+	local only = handled_only_by_cache[handlers];
+	if only == nil then
+		local mod = host_session.modules[module_name];
+		local own = mod and mod.module.event_handlers:get(host_session.events, event);
+		only = own ~= nil;
+		for i = 1, #handlers do
+			if not (own and own[handlers[i]]) then
+				only = false;
+				break;
+			end
+		end
+		handled_only_by_cache[handlers] = only;
 	end
-	return plain;
+	return only;
 end
 
 -- The session of this server that `to` names, if IQs may be handed to it
@@ -182,7 +188,7 @@ local function direct_session(to)
 	local session = full_sessions[to];
 	if session then
 		local host_session = hosts[session.host];
-		if host_session and only_mod_iq(host_session) then
+		if host_session and handled_only_by(host_session, "iq/full", "iq", false) then
 			return session;
 		end
 	end
@@ -343,12 +349,22 @@ local function route_stanza(stanza)
 	return verdict, from_or_type, to_or_condition, rtt, now, queued, id;
 end
 
+-- For the reply filter (below): the target's sessions it is on, the
+-- replies it handed back to the router, and its installer.
+local watched = setmetatable({}, { __mode = "k" });
+local passed = setmetatable({}, { __mode = "k" });
+local watch;
+
 -- Kept apart from route_stanza, with few locals, so that session.send runs
 -- on as little Lua stack as possible: Prosody's garbage collector shrinks
 -- each session's stack at every cycle, and one more call level here cost
 -- about 16,000 instructions per round trip (BENCHMARKS.md).
 local function handle_stanza(event)
 	local stanza = event.stanza;
+	if passed[stanza] then
+		passed[stanza] = nil;
+		return nil;
+	end
 	local verdict, from_or_type, to_or_condition, rtt, now, queued, id = route_stanza(stanza);
 	if queued then
 		flush();
@@ -368,6 +384,7 @@ local function handle_stanza(event)
 		end
 		if rtt then
 			measure_rtt:sample(rtt);
+			watch(event.origin);
 		else
 			arm_timer(now);
 		end
@@ -382,6 +399,83 @@ local function handle_stanza(event)
 		end
 	end
 	return true;
+end
+
+-- Replies from the implementing client, taken as its session reads them.
+--
+-- A reply is addressed to P/enc(U), which is neither a session nor a host,
+-- so Prosody's router would stringprep it, log it, queue it on the
+-- session's thread, fire the pre-events on the target's host and one event
+-- on the component's: a seventh of Prosody's work for a proxied round trip
+-- (BENCHMARKS.md, "The reply filter"). This filter on the target's
+-- sessions does for such a reply what the router would, in its order, when
+-- that is all the router would do: nothing but mod_blocklist (whose
+-- pre-event it fires) hooks those events, and the session's thread has
+-- nothing queued (stanzas stay in order). A reply the core does not
+-- recognise goes back to the router, which preps its address.
+local reply_prefix = module.host.."/";
+local take_reply; -- the filter; defined below
+
+-- Below every other "stanzas/in" filter: mod_smacks counts the stanza and
+-- mod_stanza_debug logs it first.
+local reply_filter_priority = -100000;
+
+-- Puts the filter on a session of the target that sent a reply the
+-- router's way (its first). A session that mod_smacks resumed keeps the
+-- router's way: it takes the new connection's filters, which pass the new
+-- connection's session object, not bound to a resource.
+function watch(session)
+	local installed = session and session.filters and session.filters["stanzas/in"];
+	if session and not (installed and installed[take_reply]) and session.type == "c2s" and session.full_jid
+		and session.username == target_user and session.host == target_host then
+		filters.add_filter(session, "stanzas/in", take_reply, reply_filter_priority);
+		watched[session] = true;
+	end
+end
+
+-- The router's work on a reply, from the pre-events on: true if the reply
+-- was consumed, false if it goes back to the router (not the proxy's: a
+-- reply to one of Prosody's own requests, say).
+local function take(stanza, session, target)
+	local event = { origin = session, stanza = stanza, to_self = false };
+	if target.events.fire_event("pre-iq/host", event) then
+		return true;
+	end
+	if handle_stanza(event) == nil then
+		passed[stanza] = true;
+		return false;
+	end
+	return true;
+end
+
+function take_reply(stanza, session)
+	local attr = stanza.attr;
+	local to, stanza_type = attr.to, attr.type;
+	if stanza.name ~= "iq" or attr.xmlns ~= nil or attr.id == nil
+		or not (stanza_type == "result" or stanza_type == "error" and stanza.tags[1])
+		or type(to) ~= "string" or #to <= #reply_prefix or to:sub(1, #reply_prefix) ~= reply_prefix then
+		return stanza;
+	end
+	local full_jid, thread = session.full_jid, session.thread;
+	if not full_jid or thread and (thread.state ~= "ready" or thread.queue == nil or thread.queue[1] ~= nil) then
+		return stanza;
+	end
+	local target = hosts[session.host];
+	local own = hosts[module.host].events.get_handlers("iq/host");
+	if not (target and own and own[1] == handle_stanza)
+		or target.events.get_handlers("pre-stanza")
+		or not handled_only_by(target, "pre-iq/host", "blocklist", true) then
+		return stanza;
+	end
+	attr.from = full_jid;
+	-- Not in the session's thread, whose runner would log a failure and go
+	-- on: so does this, instead of letting it close the session.
+	local ok, consumed = pcall(take, stanza, session, target);
+	if not ok then
+		module:log("error", "Failed to handle %s: %s", describe(stanza), tostring(consumed));
+		return nil;
+	end
+	return not consumed and stanza or nil;
 end
 
 for _, kind in ipairs({ "iq", "message", "presence" }) do
@@ -449,6 +543,10 @@ function module.save()
 end
 
 function module.unload()
+	-- The filter belongs to this instance; a new one puts its own.
+	for session in pairs(watched) do
+		filters.remove_filter(session, "stanzas/in", take_reply);
+	end
 	if module.reloading then return; end
 	proxy:close();
 	flush();

@@ -326,6 +326,7 @@ function server_mt:load(options, how)
 	function module:hook(event, handler, priority)
 		assert(not inst.hooks[event], "hooked twice: "..event);
 		inst.hooks[event] = { handler = handler, priority = priority };
+		server.hosts[M.host].events.add_handler(event, handler, priority);
 	end
 	function module:shared(name)
 		local t = server.shared[name] or {};
@@ -441,6 +442,9 @@ function instance_mt:unload()
 	if self.module.unload then
 		self.module.unload();
 	end
+	for event, hook in pairs(self.hooks) do
+		self.server.hosts[M.host].events.remove_handler(event, hook.handler);
+	end
 	self.loaded = false;
 end
 
@@ -458,11 +462,11 @@ end
 
 -- Hands a stanza to the instance's handler as Prosody would; returns what
 -- the handler returned.
-function instance_mt:deliver(stanza)
+function instance_mt:deliver(stanza, origin)
 	assert(self.loaded, "delivering to an unloaded instance");
 	local event = M.event_name(stanza);
 	local hook = assert(self.hooks[event], "nothing hooked on "..event);
-	return hook.handler({ stanza = stanza, origin = {} });
+	return hook.handler({ stanza = stanza, origin = origin or {} });
 end
 
 -- Fires an event on the hooks the instance set on another host.
