@@ -406,13 +406,13 @@ end
 -- A reply is addressed to P/enc(U), which is neither a session nor a host,
 -- so Prosody's router would stringprep it, log it, queue it on the
 -- session's thread, fire the pre-events on the target's host and one event
--- on the component's: a seventh of Prosody's work for a proxied round trip
--- (BENCHMARKS.md, "The reply filter"). This filter on the target's
--- sessions does for such a reply what the router would, in its order, when
--- that is all the router would do: nothing but mod_blocklist (whose
--- pre-event it fires) hooks those events, and the session's thread has
--- nothing queued (stanzas stay in order). A reply the core does not
--- recognise goes back to the router, which preps its address.
+-- on the component's: 100,000 instructions, a seventh of Prosody's work
+-- for a proxied round trip (BENCHMARKS.md, "The reply filter"). This
+-- filter on the target's sessions does for such a reply what the router
+-- would, in its order, when that is all the router would do: nothing but
+-- mod_blocklist (whose pre-event it fires) hooks those events, and the
+-- session's thread has nothing queued (stanzas stay in order). A reply the
+-- core does not recognise goes back to the router, which preps its address.
 local reply_prefix = module.host.."/";
 local take_reply; -- the filter; defined below
 
