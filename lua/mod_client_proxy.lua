@@ -349,9 +349,8 @@ local function route_stanza(stanza)
 	return verdict, from_or_type, to_or_condition, rtt, now, queued, id;
 end
 
--- For the reply filter (below): the target's sessions it is on, the
--- replies it handed back to the router, and its installer.
-local watched = setmetatable({}, { __mode = "k" });
+-- For the reply filter (below): the replies it handed back to the router,
+-- and its installer.
 local passed = setmetatable({}, { __mode = "k" });
 local watch;
 
@@ -429,7 +428,15 @@ function watch(session)
 	if session and not (installed and installed[take_reply]) and session.type == "c2s" and session.full_jid
 		and session.username == target_user and session.host == target_host then
 		filters.add_filter(session, "stanzas/in", take_reply, reply_filter_priority);
-		watched[session] = true;
+	end
+end
+
+-- Takes the filter off every session of the target (it is on no other).
+local function unwatch()
+	local host_session = hosts[target_host];
+	local account = host_session and host_session.sessions and host_session.sessions[target_user];
+	for _, session in pairs(account and account.sessions or {}) do
+		filters.remove_filter(session, "stanzas/in", take_reply);
 	end
 end
 
@@ -544,9 +551,7 @@ end
 
 function module.unload()
 	-- The filter belongs to this instance; a new one puts its own.
-	for session in pairs(watched) do
-		filters.remove_filter(session, "stanzas/in", take_reply);
-	end
+	unwatch();
 	if module.reloading then return; end
 	proxy:close();
 	flush();

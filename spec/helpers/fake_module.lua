@@ -172,11 +172,22 @@ end
 ---------------------------------------------------------------------------
 -- Sessions and other modules on the hosts, for the shim's delivery of IQs.
 
--- A client session bound to `full_jid`, in prosody.full_sessions. Its send
--- records the stanza and returns `send_result` (default true), as
--- mod_c2s's does.
+-- The sessions of an account on a host of this server, as sessionmanager
+-- keeps them (host.sessions[user].sessions[resource]); nil elsewhere.
+function server_mt:account_sessions(full_jid)
+	local user, host = jid.split(full_jid);
+	local h = self.hosts[host];
+	if not (h and user) then return nil; end
+	h.sessions = h.sessions or {};
+	h.sessions[user] = h.sessions[user] or { sessions = {} };
+	return h.sessions[user].sessions;
+end
+
+-- A client session bound to `full_jid`, in prosody.full_sessions and its
+-- host's sessions. Its send records the stanza and returns `send_result`
+-- (default true), as mod_c2s's does.
 function server_mt:connect(full_jid, send_result)
-	local _, host = jid.split(full_jid);
+	local _, host, resource = jid.split(full_jid);
 	local session = { host = host, full_jid = full_jid, received = {} };
 	if send_result == nil then send_result = true; end
 	function session.send(stanza)
@@ -184,11 +195,15 @@ function server_mt:connect(full_jid, send_result)
 		return send_result;
 	end
 	self.full_sessions[full_jid] = session;
+	local account = self:account_sessions(full_jid);
+	if account then account[resource] = session; end
 	return session;
 end
 
 function server_mt:disconnect(full_jid)
 	self.full_sessions[full_jid] = nil;
+	local account = self:account_sessions(full_jid);
+	if account then account[select(3, jid.split(full_jid))] = nil; end
 end
 
 -- Loads a stand-in for mod_iq on `host`: its "iq/full" handler, hooked as
